@@ -123,7 +123,68 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn fetch(request: &Request) -> Result<Fetched, Failure> {
     let mut staged = AtomicFile::create(&request.output)
         .map_err(|error| Failure::Local(format!("cannot write the file: {error}")))?;
+    let (mut stream, response) = ask(request)?;
+    if response.status.known() != Some(Status::Ok) {
+        return Err(Failure::Server(response.status));
+    }
+    if response.protocol_version != request.protocol_version {
+        return Err(Failure::Broken(format!(
+            "protocol violation: the server answered with protocol version {} to a version {} request",
+            response.protocol_version, request.protocol_version
+        )));
+    }
 
+    let size = response.file_size;
+    if size > request.max_size {
+        let _ = stream.write_all(&ClientReply::RefuseToReceive.encode());
+        return Err(Failure::TooLarge {
+            size,
+            max: request.max_size,
+        });
+    }
+    stream
+        .write_all(&ClientReply::ReadyToReceive.encode())
+        .map_err(|error| Failure::Broken(format!("cannot send the reply: {error}")))?;
+
+    log::info!("receiving {size} bytes into {}", request.output.display());
+    let started = Instant::now();
+    receive(&mut stream, staged.file(), size, request.progress)?;
+    staged.persist().map_err(|error| {
+        Failure::Local(format!(
+            "cannot put {} in place: {error}",
+            request.output.display()
+        ))
+    })?;
+    log::info!(
+        "transfer complete: {}",
+        describe_rate(size, started.elapsed())
+    );
+    log::info!("saved {}", request.output.display());
+    Ok(Fetched {
+        bytes: size,
+        path: request.output.clone(),
+    })
+}
+
+/// Checks that a server answers the protocol: sends the request, expects a
+/// well-formed response whatever its status, and refuses the content. For
+/// health checks; nothing is written.
+pub fn probe(request: &Request) -> Result<StatusCode, Failure> {
+    let (mut stream, response) = ask(request)?;
+    if response.status.known() == Some(Status::Ok) {
+        let _ = stream.write_all(&ClientReply::RefuseToReceive.encode());
+    }
+    match response.status.known() {
+        Some(_) => Ok(response.status),
+        None => Err(Failure::Broken(format!(
+            "protocol violation: unknown status code {}",
+            response.status.0
+        ))),
+    }
+}
+
+/// Connects, sends the request and reads the response header.
+fn ask(request: &Request) -> Result<(TcpStream, FileResponse), Failure> {
     let target = display_target(bare_host(&request.addr), request.port);
     log::info!("connecting to {target}");
     let mut stream = connect(request, &target)?;
@@ -156,38 +217,13 @@ pub fn fetch(request: &Request) -> Result<Fetched, Failure> {
         response.status.0,
         response.file_size
     );
-    check_response(&response, request.protocol_version)?;
-
-    let size = response.file_size;
-    if size > request.max_size {
-        let _ = stream.write_all(&ClientReply::RefuseToReceive.encode());
-        return Err(Failure::TooLarge {
-            size,
-            max: request.max_size,
-        });
+    if response.message_type != MessageType::FileResponse as u8 {
+        return Err(Failure::Broken(format!(
+            "protocol violation: message type {} is not FILE_RESPONSE",
+            response.message_type
+        )));
     }
-    stream
-        .write_all(&ClientReply::ReadyToReceive.encode())
-        .map_err(|error| broken("cannot send the reply", error))?;
-
-    log::info!("receiving {size} bytes into {}", request.output.display());
-    let started = Instant::now();
-    receive(&mut stream, staged.file(), size, request.progress)?;
-    staged.persist().map_err(|error| {
-        Failure::Local(format!(
-            "cannot put {} in place: {error}",
-            request.output.display()
-        ))
-    })?;
-    log::info!(
-        "transfer complete: {}",
-        describe_rate(size, started.elapsed())
-    );
-    log::info!("saved {}", request.output.display());
-    Ok(Fetched {
-        bytes: size,
-        path: request.output.clone(),
-    })
+    Ok((stream, response))
 }
 
 /// The host without the brackets a user may put around an IPv6 literal.
@@ -244,25 +280,6 @@ fn connect_any(addrs: Vec<SocketAddr>, timeout: Duration) -> Result<TcpStream, S
         }
     }
     Err(reason)
-}
-
-fn check_response(response: &FileResponse, sent_version: u8) -> Result<(), Failure> {
-    if response.message_type != MessageType::FileResponse as u8 {
-        return Err(Failure::Broken(format!(
-            "protocol violation: message type {} is not FILE_RESPONSE",
-            response.message_type
-        )));
-    }
-    if response.status.known() != Some(Status::Ok) {
-        return Err(Failure::Server(response.status));
-    }
-    if response.protocol_version != sent_version {
-        return Err(Failure::Broken(format!(
-            "protocol violation: the server answered with protocol version {} to a version {sent_version} request",
-            response.protocol_version
-        )));
-    }
-    Ok(())
 }
 
 fn describe_short(what: &str, short: ShortRead, wanted: u64) -> Failure {

@@ -33,6 +33,10 @@ struct Cli {
     /// Keep retrying for up to SECS while the server does not answer yet
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     wait: Option<Duration>,
+    /// Only check that the server answers the protocol (for health checks):
+    /// any well-formed response succeeds, and no file is written
+    #[arg(long)]
+    probe: bool,
     /// Protocol version to send, to show a version mismatch end to end
     #[arg(long, value_name = "N", default_value_t = PROTOCOL_VERSION)]
     protocol_version: u8,
@@ -74,8 +78,13 @@ fn main() -> ExitCode {
         protocol_version: cli.protocol_version,
         progress: Progress::for_stderr(level),
     };
-    match client::fetch(&request) {
-        Ok(_) => ExitCode::from(exit_code::SUCCESS),
+    let result = if cli.probe {
+        client::probe(&request).map(|status| log::info!("the server answers: {status}"))
+    } else {
+        client::fetch(&request).map(drop)
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit_code::SUCCESS),
         Err(failure) => {
             log::error!("{failure}");
             ExitCode::from(failure.exit_code())
