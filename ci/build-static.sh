@@ -62,7 +62,7 @@ for target in "${targets[@]}"; do
     mkdir -p "$out"
     runner=$(runner_for "$target")
     for binary in "${BINARIES[@]}"; do
-        cp "target/$target/release/$binary" "$out/"
+        cp "${CARGO_TARGET_DIR:-target}/$target/release/$binary" "$out/"
         description=$(file -b "$out/$binary")
         case "$description" in
             *"statically linked"* | *"static-pie linked"*) ;;
