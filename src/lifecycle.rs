@@ -9,13 +9,14 @@
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{Shutdown, shutdown};
 
 /// What a wait ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,7 @@ pub struct Lifecycle {
     stop_requested_at: Cell<Option<Instant>>,
     forced: Cell<bool>,
     child_exited: Cell<bool>,
+    listener: Cell<Option<RawFd>>,
 }
 
 impl Lifecycle {
@@ -67,6 +69,7 @@ impl Lifecycle {
             stop_requested_at: Cell::new(None),
             forced: Cell::new(false),
             child_exited: Cell::new(false),
+            listener: Cell::new(None),
         })
     }
 
@@ -87,8 +90,18 @@ impl Lifecycle {
         Ok(())
     }
 
-    pub fn grace(&self) -> Duration {
-        self.grace
+    /// Makes the first stop signal shut the listening socket down at once.
+    /// The socket is shared by every process that holds it, so this stops
+    /// new connections for the whole server, even while workers still finish
+    /// their transfers; connections still queued are reset rather than left
+    /// waiting for a server that is going away.
+    pub fn stop_listening_on_stop(&self, listener: RawFd) {
+        self.listener.set(Some(listener));
+    }
+
+    /// For a child that has closed its copy of the listening socket.
+    pub fn forget_listener(&self) {
+        self.listener.set(None);
     }
 
     /// A stop signal has arrived.
@@ -138,6 +151,9 @@ impl Lifecycle {
                             self.grace.as_secs_f64()
                         );
                         self.stop_requested_at.set(Some(Instant::now()));
+                        if let Some(listener) = self.listener.get() {
+                            let _ = shutdown(listener, Shutdown::Read);
+                        }
                     }
                 }
                 _ => {}

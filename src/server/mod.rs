@@ -50,6 +50,7 @@ impl Server {
         let dir = ServedDir::open(&args.dir).context("cannot serve that directory")?;
         let lifecycle = Lifecycle::install(args.grace).context("cannot set up signal handling")?;
         let listener = bind_listener(&args.addr, args.port)?;
+        lifecycle.stop_listening_on_stop(listener.as_raw_fd());
         let local = listener.local_addr()?;
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "listening on {local}")?;
@@ -115,6 +116,8 @@ pub enum Accepted {
     /// Nothing to serve this time: a signal, a connection that was aborted
     /// before it was taken, or a shed connection.
     Nothing,
+    /// The listening socket no longer accepts: the server is stopping.
+    ShutDown,
 }
 
 /// Accepts from a non-blocking listener, waiting in `poll` with the signals,
@@ -148,6 +151,9 @@ impl<'a> Acceptor<'a> {
                     Ok(Accepted::Nothing)
                 }
                 Some(Errno::ECONNABORTED | Errno::EPROTO | Errno::EINTR) => Ok(Accepted::Nothing),
+                // Another process of this server shut the shared socket down
+                // because the server is stopping.
+                Some(Errno::EINVAL) => Ok(Accepted::ShutDown),
                 Some(Errno::EMFILE | Errno::ENFILE) => {
                     self.shed(lifecycle, &error)?;
                     Ok(Accepted::Nothing)
@@ -165,7 +171,8 @@ impl<'a> Acceptor<'a> {
     /// In a forked child that must not accept: closes the child's copies of
     /// the listening socket, so that once the parent closes its own, new
     /// connections are refused instead of queueing for nobody.
-    pub fn close_in_child(&mut self) {
+    pub fn close_in_child(&mut self, lifecycle: &Lifecycle) {
+        lifecycle.forget_listener();
         self.reserve = None;
         // SAFETY: called only in a child that ends with `process::exit`
         // without returning, so the listener's owner never closes the
@@ -324,8 +331,12 @@ pub fn serve_one_at_a_time(server: &Server) -> io::Result<()> {
     let handler = server.handler();
     let mut acceptor = Acceptor::new(&server.listener);
     while !server.lifecycle.stopping() {
-        if let Accepted::Connection(stream, peer) = acceptor.accept(&server.lifecycle)? {
-            handler.serve(stream, peer);
+        match acceptor.accept(&server.lifecycle)? {
+            Accepted::Connection(stream, peer) => {
+                handler.serve(stream, peer);
+            }
+            Accepted::Nothing => {}
+            Accepted::ShutDown => break,
         }
     }
     Ok(())

@@ -41,15 +41,17 @@ pub fn run(args: &ServerArgs, max_children: usize) -> anyhow::Result<()> {
         }
         waiting_for_room = false;
 
-        let Accepted::Connection(stream, peer) = acceptor.accept(lifecycle)? else {
-            continue;
+        let (stream, peer) = match acceptor.accept(lifecycle)? {
+            Accepted::Connection(stream, peer) => (stream, peer),
+            Accepted::Nothing => continue,
+            Accepted::ShutDown => break,
         };
         let handler = server.handler();
         let acceptor = &mut acceptor;
         // The closure owns the connection: the child serves it, and in the
         // parent the unused closure is dropped, which closes the parent's copy.
         let forked = fork_child(lifecycle, move || {
-            acceptor.close_in_child();
+            acceptor.close_in_child(lifecycle);
             i32::from(!handler.serve(stream, peer).completed())
         });
         match forked {

@@ -1,0 +1,492 @@
+//! The harness every integration test shares: start a real server binary on
+//! port 0, read the address it prints, watch its log, find its processes in
+//! /proc, and kill and reap everything when the test ends.
+//!
+//! Set `TCPFILE_TEST_RUNNER` (for example `qemu-aarch64-static`) to start the
+//! binaries under an emulator, the way cargo's target runner starts the tests.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tcpfile::protocol::{FileName, FileRequest, FileResponse, PROTOCOL_VERSION, RESPONSE_LEN};
+
+/// How long a test waits for something that normally takes milliseconds.
+/// Generous, because the suite also runs under qemu emulation.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn binary_path(name: &str) -> PathBuf {
+    PathBuf::from(match name {
+        "tcpfile-client" => env!("CARGO_BIN_EXE_tcpfile-client"),
+        "tcpfile-server-iterative" => env!("CARGO_BIN_EXE_tcpfile-server-iterative"),
+        "tcpfile-server-parallel" => env!("CARGO_BIN_EXE_tcpfile-server-parallel"),
+        "tcpfile-server-preforked" => env!("CARGO_BIN_EXE_tcpfile-server-preforked"),
+        other => panic!("no binary named {other}"),
+    })
+}
+
+/// A command for one of the project's binaries, under the test runner when
+/// one is set.
+pub fn command(name: &str) -> Command {
+    match std::env::var("TCPFILE_TEST_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut command = Command::new(runner);
+            command.arg(binary_path(name));
+            command
+        }
+        _ => Command::new(binary_path(name)),
+    }
+}
+
+pub fn under_emulation() -> bool {
+    std::env::var("TCPFILE_TEST_RUNNER").is_ok_and(|runner| !runner.is_empty())
+}
+
+/// The three server models, with the process count each test gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    Iterative,
+    Parallel(u32),
+    Preforked(u32),
+}
+
+impl Model {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Model::Iterative => "tcpfile-server-iterative",
+            Model::Parallel(_) => "tcpfile-server-parallel",
+            Model::Preforked(_) => "tcpfile-server-preforked",
+        }
+    }
+
+    fn process_count(self) -> Option<u32> {
+        match self {
+            Model::Iterative => None,
+            Model::Parallel(count) | Model::Preforked(count) => Some(count),
+        }
+    }
+}
+
+/// A running server. Dropping it kills the server and its children.
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub pid: i32,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    pub fn start(model: Model, dir: &Path) -> ServerProcess {
+        ServerProcess::start_with(model, dir, &[])
+    }
+
+    /// Starts `model` serving `dir` on 127.0.0.1 port 0 with `extra` options.
+    pub fn start_with(model: Model, dir: &Path, extra: &[&str]) -> ServerProcess {
+        let mut command = command(model.binary());
+        command.args(["127.0.0.1", "0"]).arg(dir);
+        if let Some(count) = model.process_count() {
+            command.arg(count.to_string());
+        }
+        if !extra.contains(&"--timeout") {
+            command.args(["--timeout", "5"]);
+        }
+        command.args(extra);
+        ServerProcess::spawn(command)
+    }
+
+    /// Spawns a prepared server command and waits for its address line.
+    pub fn spawn(mut command: Command) -> ServerProcess {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "debug");
+        let mut child = command.spawn().expect("start the server");
+        let pid = child.id() as i32;
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = sender.send(lines.next());
+            // Keep draining, so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut server = ServerProcess {
+            child: Some(child),
+            pid,
+            addr: "0.0.0.0:0".parse().expect("placeholder address"),
+            log,
+        };
+        let first = receiver.recv_timeout(PATIENCE);
+        let line = match first {
+            Ok(Some(Ok(line))) => line,
+            other => panic!(
+                "the server printed no address line ({other:?}); log:\n{}",
+                server.log_text()
+            ),
+        };
+        server.addr = line
+            .strip_prefix("listening on ")
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    pub fn count_in_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    /// Waits until the log holds `count` lines containing `needle`.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, within: Duration) -> bool {
+        wait_until(within, || self.count_in_log(needle) >= count)
+    }
+
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        self.wait_for_log_count(needle, 1, within)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), signal)
+            .expect("signal the server");
+    }
+
+    /// Waits for the server to exit, at most `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut().expect("not yet reaped");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's child processes, read from /proc.
+    pub fn children(&self) -> Vec<i32> {
+        children_of(self.pid)
+    }
+
+    /// Children that have exited and not been reaped.
+    pub fn zombies(&self) -> Vec<i32> {
+        self.children()
+            .into_iter()
+            .filter(|pid| process_state(*pid) == Some('Z'))
+            .collect()
+    }
+
+    pub fn open_fds(&self) -> usize {
+        open_fds(self.pid)
+    }
+
+    /// A request for `name` by the real client, into `out`.
+    pub fn fetch(&self, name: &str, max_size: &str, out: &Path) -> Output {
+        run_client(self.port(), name, max_size, out, &[])
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let children = children_of(self.pid);
+            let _ = child.kill();
+            let _ = child.wait();
+            for pid in children {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
+/// The state letter of a process (R, S, Z, ...), or `None` once it is gone.
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+pub fn process_exists(pid: i32) -> bool {
+    process_state(pid).is_some_and(|state| state != 'Z')
+}
+
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+/// Runs the real client against 127.0.0.1:`port`.
+pub fn run_client(port: u16, name: &str, max_size: &str, out: &Path, extra: &[&str]) -> Output {
+    client_command(port, name, max_size, out, extra)
+        .output()
+        .expect("run the client")
+}
+
+pub fn client_command(
+    port: u16,
+    name: &str,
+    max_size: &str,
+    out: &Path,
+    extra: &[&str],
+) -> Command {
+    let mut command = command("tcpfile-client");
+    command
+        .args(["127.0.0.1", &port.to_string(), name, max_size, "-o"])
+        .arg(out)
+        .args(["--timeout", "20"])
+        .args(extra)
+        .stdin(Stdio::null());
+    command
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A directory of files to serve, removed when dropped.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn add(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).expect("write fixture");
+        path
+    }
+
+    pub fn add_random(&self, name: &str, size: usize) -> Vec<u8> {
+        let content = random_bytes(size, name.len() as u64 + size as u64);
+        self.add(name, &content);
+        content
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure can be
+/// reproduced byte for byte.
+pub fn random_bytes(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(size + 8);
+    while bytes.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(size);
+    bytes
+}
+
+/// A hand-made peer for the cases the real client never produces.
+pub struct RawPeer {
+    pub stream: TcpStream,
+}
+
+impl RawPeer {
+    pub fn connect(server: &ServerProcess) -> RawPeer {
+        let stream = TcpStream::connect(server.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("set read timeout");
+        RawPeer { stream }
+    }
+
+    /// Connects with a small receive buffer, so that a slow reader really
+    /// holds the server back instead of letting the kernel buffer the file.
+    pub fn connect_small_window(server: &ServerProcess, receive_buffer: usize) -> RawPeer {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        setsockopt(&fd, sockopt::RcvBuf, &receive_buffer).expect("SO_RCVBUF");
+        let SocketAddr::V4(v4) = server.addr else {
+            panic!("tests listen on IPv4")
+        };
+        use std::os::fd::AsRawFd;
+        connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).expect("connect");
+        let stream = TcpStream::from(fd);
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("set read timeout");
+        RawPeer { stream }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    pub fn request(&mut self, name: &str) {
+        let name = FileName::parse(name.as_bytes()).expect("valid name");
+        let bytes = FileRequest::new(&name, PROTOCOL_VERSION).encode();
+        self.send(&bytes);
+    }
+
+    pub fn response(&mut self) -> FileResponse {
+        let mut header = [0u8; RESPONSE_LEN];
+        self.stream
+            .read_exact(&mut header)
+            .expect("a 16-byte response");
+        FileResponse::decode(&header)
+    }
+
+    /// Reads until the server closes; the bytes after the response.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        self.stream.read_to_end(&mut rest).expect("read to end");
+        rest
+    }
+
+    /// Whether the server closed the connection (EOF or reset) within `within`.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        self.stream
+            .set_read_timeout(Some(within))
+            .expect("set read timeout");
+        let mut scratch = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(error) => {
+                    return !matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A request with every field chosen by hand.
+pub fn raw_request(version: u8, message_type: u8, length: u16, name: &[u8]) -> [u8; 260] {
+    let mut bytes = [0u8; 260];
+    bytes[0] = version;
+    bytes[1] = message_type;
+    bytes[2..4].copy_from_slice(&length.to_le_bytes());
+    bytes[4..4 + name.len()].copy_from_slice(name);
+    bytes
+}
+
+/// Milliseconds since midnight of a server log line's timestamp
+/// (`2026-01-01T12:34:56.789Z ...`).
+pub fn log_millis(line: &str) -> Option<u64> {
+    let time = line.split_whitespace().next()?.split('T').nth(1)?;
+    let time = time.trim_end_matches('Z');
+    let (hms, millis) = time.split_once('.')?;
+    let mut parts = hms.split(':').map(|part| part.parse::<u64>().ok());
+    let (hours, minutes, seconds) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(((hours * 60 + minutes) * 60 + seconds) * 1000 + millis.parse::<u64>().ok()?)
+}
+
+/// The `[PID n]` a server log line carries.
+pub fn log_pid(line: &str) -> Option<i32> {
+    let start = line.find("[PID ")? + 5;
+    let end = start + line[start..].find(']')?;
+    line[start..end].parse().ok()
+}
+
+/// The most transfers the log shows in progress at once, each from "ready to
+/// receive" to the end of its transfer, per serving process.
+pub fn max_concurrent_transfers(lines: &[String]) -> usize {
+    let mut events: Vec<(u64, i32)> = Vec::new();
+    for line in lines {
+        let Some(at) = log_millis(line) else { continue };
+        if line.contains("client is ready to receive") {
+            events.push((at, 1));
+        } else if line.contains("transfer complete") || line.contains("broke off") {
+            events.push((at, -1));
+        }
+    }
+    // At equal times, ends come before starts: intervals that merely touch
+    // did not overlap.
+    events.sort();
+    let mut current = 0i32;
+    let mut most = 0i32;
+    for (_, change) in events {
+        current += change;
+        most = most.max(current);
+    }
+    most as usize
+}
