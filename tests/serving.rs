@@ -389,7 +389,7 @@ fn sigterm_mid_transfer_lets_it_finish(model: Model) {
     let content = fixture.add_random("big.bin", 4 * 1024 * 1024);
     let mut server = ServerProcess::start_with(model, fixture.path(), &["--grace", "10"]);
 
-    let mut peer = RawPeer::connect_small_window(&server, 8192);
+    let mut peer = RawPeer::connect_small_window(server.addr, 8192);
     peer.request("big.bin");
     assert_eq!(peer.response().file_size, content.len() as u64);
     peer.send(&ClientReply::ReadyToReceive.encode());
@@ -422,7 +422,7 @@ fn second_signal_ends_everything_at_once(model: Model) {
     let content = fixture.add_random("big.bin", 4 * 1024 * 1024);
     let mut server = ServerProcess::start_with(model, fixture.path(), &["--grace", "60"]);
 
-    let mut peer = RawPeer::connect_small_window(&server, 8192);
+    let mut peer = RawPeer::connect_small_window(server.addr, 8192);
     peer.request("big.bin");
     assert_eq!(peer.response().file_size, content.len() as u64);
     peer.send(&ClientReply::ReadyToReceive.encode());

@@ -299,9 +299,11 @@ pub fn client_command(
     command
         .args(["127.0.0.1", &port.to_string(), name, max_size, "-o"])
         .arg(out)
-        .args(["--timeout", "20"])
         .args(extra)
         .stdin(Stdio::null());
+    if !extra.contains(&"--timeout") {
+        command.args(["--timeout", "20"]);
+    }
     command
 }
 
@@ -369,7 +371,7 @@ impl RawPeer {
 
     /// Connects with a small receive buffer, so that a slow reader really
     /// holds the server back instead of letting the kernel buffer the file.
-    pub fn connect_small_window(server: &ServerProcess, receive_buffer: usize) -> RawPeer {
+    pub fn connect_small_window(addr: SocketAddr, receive_buffer: usize) -> RawPeer {
         use nix::sys::socket::{
             AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
         };
@@ -381,7 +383,7 @@ impl RawPeer {
         )
         .expect("socket");
         setsockopt(&fd, sockopt::RcvBuf, &receive_buffer).expect("SO_RCVBUF");
-        let SocketAddr::V4(v4) = server.addr else {
+        let SocketAddr::V4(v4) = addr else {
             panic!("tests listen on IPv4")
         };
         use std::os::fd::AsRawFd;
