@@ -2,20 +2,24 @@
 //! (for a connection, for request bytes, for room in the socket buffer, for a
 //! child) is cut short when it must.
 //!
-//! The stop signals and SIGCHLD are blocked and read from a signalfd, so a
-//! signal never interrupts a system call half-way and is never lost between a
-//! check and a wait: each wait is a `poll` on the descriptor of interest plus
-//! the signalfd.
+//! The signal handlers only count what arrived and write a byte to a pipe;
+//! every wait is a `poll` on the descriptor of interest plus that pipe, so a
+//! signal that arrives between a check and a wait still ends the wait. (A
+//! signalfd would be simpler, but qemu's user-mode emulation, which runs the
+//! aarch64 builds in CI, does not deliver signals to one.)
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
+};
 use nix::sys::socket::{Shutdown, shutdown};
 
 /// What a wait ended with.
@@ -27,6 +31,83 @@ pub enum Wake {
     Signalled,
     /// The deadline passed.
     TimedOut,
+}
+
+/// Stop signals received by this process since it started (or was forked).
+static STOP_SIGNALS: AtomicU32 = AtomicU32::new(0);
+/// The last stop signal's number, for the log.
+static LAST_STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static CHILD_EXITED: AtomicBool = AtomicBool::new(false);
+/// The write end of this process's wake-up pipe, or -1.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    let saved = Errno::last_raw();
+    if signal == libc::SIGCHLD {
+        CHILD_EXITED.store(true, Ordering::SeqCst);
+    } else {
+        LAST_STOP_SIGNAL.store(signal, Ordering::SeqCst);
+        STOP_SIGNALS.fetch_add(1, Ordering::SeqCst);
+    }
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // A full pipe loses nothing: the counters above hold the state, and
+        // the bytes already in the pipe will wake the next wait.
+        // SAFETY: write(2) is async-signal-safe; the byte lives on the stack.
+        unsafe { libc::write(fd, [0u8].as_ptr().cast(), 1) };
+    }
+    Errno::set_raw(saved);
+}
+
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// Blocks the handled signals until dropped, so that a fork cannot split a
+/// signal between the parent's state and the child's.
+pub struct SignalsHeld {
+    previous: SigSet,
+}
+
+impl SignalsHeld {
+    pub fn new() -> io::Result<SignalsHeld> {
+        let mut previous = SigSet::empty();
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), Some(&mut previous))?;
+        Ok(SignalsHeld { previous })
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.previous), None);
+    }
+}
+
+struct WakePipe {
+    read: OwnedFd,
+    /// Owned here so it stays open; the handler writes to it through
+    /// `WAKE_FD`.
+    _write: OwnedFd,
+}
+
+impl WakePipe {
+    fn new() -> io::Result<WakePipe> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        WAKE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
+        Ok(WakePipe {
+            read,
+            _write: write,
+        })
+    }
+
+    fn drain(&self) {
+        let mut scratch = [0u8; 64];
+        while matches!(nix::unistd::read(&self.read, &mut scratch), Ok(n) if n > 0) {}
+    }
 }
 
 /// Which role a process plays, which decides what SIGINT means to it.
@@ -42,46 +123,53 @@ enum Role {
 }
 
 pub struct Lifecycle {
-    signals: SignalFd,
+    wake: std::cell::RefCell<WakePipe>,
     grace: Duration,
     role: Cell<Role>,
+    stops_seen: Cell<u32>,
     stop_requested_at: Cell<Option<Instant>>,
     forced: Cell<bool>,
-    child_exited: Cell<bool>,
     listener: Cell<Option<RawFd>>,
 }
 
 impl Lifecycle {
-    /// Blocks SIGINT, SIGTERM and SIGCHLD for this process and starts reading
-    /// them from a signalfd. `grace` is how long transfers in flight may go on
-    /// after the first stop signal.
+    /// Installs the handlers for SIGINT, SIGTERM and SIGCHLD. `grace` is how
+    /// long transfers in flight may go on after the first stop signal.
     pub fn install(grace: Duration) -> io::Result<Lifecycle> {
-        let mut mask = SigSet::empty();
-        mask.add(Signal::SIGINT);
-        mask.add(Signal::SIGTERM);
-        mask.add(Signal::SIGCHLD);
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        let wake = WakePipe::new()?;
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for signal in handled_signals().iter() {
+            // SAFETY: the handler only touches atomics and calls write(2).
+            unsafe { sigaction(signal, &action) }?;
+        }
         Ok(Lifecycle {
-            signals,
+            wake: std::cell::RefCell::new(wake),
             grace,
             role: Cell::new(Role::Main),
+            stops_seen: Cell::new(0),
             stop_requested_at: Cell::new(None),
             forced: Cell::new(false),
-            child_exited: Cell::new(false),
             listener: Cell::new(None),
         })
     }
 
-    /// Called in a freshly forked child: it stops on SIGTERM only, and when
-    /// its parent dies it gets SIGTERM too, so no child outlives its server.
+    /// Called in a freshly forked child, with the signals still held: gives
+    /// it a wake-up pipe of its own, makes it stop on SIGTERM only, and makes
+    /// the death of its parent send it SIGTERM, so no child outlives its server.
     pub fn become_child(&self, parent: nix::unistd::Pid) -> io::Result<()> {
+        *self.wake.borrow_mut() = WakePipe::new()?;
         self.role.set(Role::Child);
+        STOP_SIGNALS.store(0, Ordering::SeqCst);
+        CHILD_EXITED.store(false, Ordering::SeqCst);
+        self.stops_seen.set(0);
         self.stop_requested_at.set(None);
         self.forced.set(false);
-        self.child_exited.set(false);
         // SAFETY: SIG_IGN installs no handler code.
-        unsafe { signal(Signal::SIGINT, SigHandler::SigIgn) }?;
+        unsafe { nix::sys::signal::signal(Signal::SIGINT, SigHandler::SigIgn) }?;
         nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
         if nix::unistd::getppid() != parent {
             // The parent died before the death signal was armed.
@@ -112,10 +200,7 @@ impl Lifecycle {
     /// A second stop signal arrived, or the grace period is over: whatever is
     /// in flight must end now.
     pub fn must_abort(&self) -> bool {
-        self.forced.get()
-            || self
-                .grace_deadline()
-                .is_some_and(|end| Instant::now() >= end)
+        self.forced.get() || self.grace_deadline().is_some_and(|end| Instant::now() >= end)
     }
 
     /// Whether the second stop signal (not the grace period) ended things.
@@ -129,37 +214,34 @@ impl Lifecycle {
 
     /// Takes note of a SIGCHLD seen since the last call.
     pub fn take_child_exited(&self) -> bool {
-        self.child_exited.replace(false)
+        CHILD_EXITED.swap(false, Ordering::SeqCst)
     }
 
-    /// Reads every pending signal and updates the state.
-    fn drain(&self) -> io::Result<()> {
-        while let Some(info) = self.signals.read_signal()? {
-            let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
-                continue;
-            };
-            match signal {
-                Signal::SIGCHLD => self.child_exited.set(true),
-                Signal::SIGINT if self.role.get() == Role::Child => {}
-                Signal::SIGINT | Signal::SIGTERM => {
-                    if self.stopping() {
-                        log::warn!("second {signal} received: ending everything now");
-                        self.forced.set(true);
-                    } else {
-                        log::info!(
-                            "{signal} received: stopping; transfers in flight have {:.1} s to finish",
-                            self.grace.as_secs_f64()
-                        );
-                        self.stop_requested_at.set(Some(Instant::now()));
-                        if let Some(listener) = self.listener.get() {
-                            let _ = shutdown(listener, Shutdown::Read);
-                        }
-                    }
-                }
-                _ => {}
+    /// Empties the wake-up pipe and acts on the stop signals counted since
+    /// the last look.
+    fn update(&self) {
+        self.wake.borrow().drain();
+        let stops = STOP_SIGNALS.load(Ordering::SeqCst);
+        if stops == self.stops_seen.get() {
+            return;
+        }
+        self.stops_seen.set(stops);
+        let name = Signal::try_from(LAST_STOP_SIGNAL.load(Ordering::SeqCst))
+            .map_or("a stop signal", Signal::as_str);
+        if !self.stopping() {
+            log::info!(
+                "{name} received: stopping; transfers in flight have {:.1} s to finish",
+                self.grace.as_secs_f64()
+            );
+            self.stop_requested_at.set(Some(Instant::now()));
+            if let Some(listener) = self.listener.get() {
+                let _ = shutdown(listener, Shutdown::Read);
             }
         }
-        Ok(())
+        if stops >= 2 && !self.forced.get() {
+            log::warn!("second stop signal ({name}) received: ending everything now");
+            self.forced.set(true);
+        }
     }
 
     /// Waits until `fd` is ready for `events`, a signal arrives, or `deadline`
@@ -169,8 +251,9 @@ impl Lifecycle {
         fd: Option<(BorrowedFd<'_>, PollFlags)>,
         deadline: Option<Instant>,
     ) -> io::Result<Wake> {
+        let wake = self.wake.borrow();
         let mut fds = Vec::with_capacity(2);
-        fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
+        fds.push(PollFd::new(wake.read.as_fd(), PollFlags::POLLIN));
         if let Some((fd, events)) = fd {
             fds.push(PollFd::new(fd, events));
         }
@@ -178,21 +261,23 @@ impl Lifecycle {
             None => PollTimeout::NONE,
             Some(deadline) => poll_timeout(deadline.saturating_duration_since(Instant::now())),
         };
-        match poll(&mut fds, timeout) {
+        let polled = poll(&mut fds, timeout);
+        let signalled = fds[0].any().unwrap_or(false);
+        let ready = fds.get(1).is_some_and(|fd| fd.any().unwrap_or(false));
+        drop(fds);
+        drop(wake);
+        match polled {
             Ok(0) => Ok(Wake::TimedOut),
-            Ok(_) => {
-                let signalled = fds[0].any().unwrap_or(false);
-                let ready = fds.get(1).is_some_and(|fd| fd.any().unwrap_or(false));
-                if signalled {
-                    self.drain()?;
-                    Ok(Wake::Signalled)
-                } else if ready {
-                    Ok(Wake::Ready)
-                } else {
-                    Ok(Wake::TimedOut)
-                }
+            Ok(_) if signalled => {
+                self.update();
+                Ok(Wake::Signalled)
             }
-            Err(Errno::EINTR) => Ok(Wake::Signalled),
+            Ok(_) if ready => Ok(Wake::Ready),
+            Ok(_) => Ok(Wake::TimedOut),
+            Err(Errno::EINTR) => {
+                self.update();
+                Ok(Wake::Signalled)
+            }
             Err(error) => Err(error.into()),
         }
     }
@@ -205,6 +290,5 @@ impl Lifecycle {
 
 /// Rounds up, so a wait never returns just before its deadline and spins.
 fn poll_timeout(remaining: Duration) -> PollTimeout {
-    let millis = remaining.as_micros().div_ceil(1000);
-    PollTimeout::try_from(millis.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+    PollTimeout::try_from(remaining.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
 }

@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 
 use crate::cli::ServerArgs;
 use crate::handler::Handler;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Lifecycle, SignalsHeld};
 use crate::served_dir::ServedDir;
 
 /// Pending connections the kernel may hold for us. The kernel caps it at
@@ -348,10 +348,16 @@ pub fn fork_child(lifecycle: &Lifecycle, body: impl FnOnce() -> i32) -> nix::Res
     let parent = nix::unistd::getpid();
     // Anything buffered would otherwise be written twice, once per process.
     let _ = io::stdout().flush();
+    let held = SignalsHeld::new().map_err(|error| {
+        Errno::from_raw(error.raw_os_error().unwrap_or(libc::EINVAL))
+    })?;
     // SAFETY: the servers are single-threaded, so the child starts with a
     // consistent heap and no lock held by a thread that does not exist in it.
     match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { child } => Ok(child),
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(held);
+            Ok(child)
+        }
         nix::unistd::ForkResult::Child => {
             let code = match lifecycle.become_child(parent) {
                 Ok(()) => {
