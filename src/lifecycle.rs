@@ -76,7 +76,11 @@ pub struct SignalsHeld {
 impl SignalsHeld {
     pub fn new() -> io::Result<SignalsHeld> {
         let mut previous = SigSet::empty();
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), Some(&mut previous))?;
+        sigprocmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&handled_signals()),
+            Some(&mut previous),
+        )?;
         Ok(SignalsHeld { previous })
     }
 }
@@ -200,7 +204,10 @@ impl Lifecycle {
     /// A second stop signal arrived, or the grace period is over: whatever is
     /// in flight must end now.
     pub fn must_abort(&self) -> bool {
-        self.forced.get() || self.grace_deadline().is_some_and(|end| Instant::now() >= end)
+        self.forced.get()
+            || self
+                .grace_deadline()
+                .is_some_and(|end| Instant::now() >= end)
     }
 
     /// Whether the second stop signal (not the grace period) ended things.

@@ -348,9 +348,8 @@ pub fn fork_child(lifecycle: &Lifecycle, body: impl FnOnce() -> i32) -> nix::Res
     let parent = nix::unistd::getpid();
     // Anything buffered would otherwise be written twice, once per process.
     let _ = io::stdout().flush();
-    let held = SignalsHeld::new().map_err(|error| {
-        Errno::from_raw(error.raw_os_error().unwrap_or(libc::EINVAL))
-    })?;
+    let held = SignalsHeld::new()
+        .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EINVAL)))?;
     // SAFETY: the servers are single-threaded, so the child starts with a
     // consistent heap and no lock held by a thread that does not exist in it.
     match unsafe { nix::unistd::fork() }? {
