@@ -236,14 +236,14 @@ impl Lifecycle {
         let name = Signal::try_from(LAST_STOP_SIGNAL.load(Ordering::SeqCst))
             .map_or("a stop signal", Signal::as_str);
         if !self.stopping() {
-            log::info!(
-                "{name} received: stopping; transfers in flight have {:.1} s to finish",
-                self.grace.as_secs_f64()
-            );
             self.stop_requested_at.set(Some(Instant::now()));
             if let Some(listener) = self.listener.get() {
                 let _ = shutdown(listener, Shutdown::Read);
             }
+            log::info!(
+                "{name} received: stopping; transfers in flight have {:.1} s to finish",
+                self.grace.as_secs_f64()
+            );
         }
         if stops >= 2 && !self.forced.get() {
             log::warn!("second stop signal ({name}) received: ending everything now");

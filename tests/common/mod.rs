@@ -492,3 +492,54 @@ pub fn max_concurrent_transfers(lines: &[String]) -> usize {
     }
     most as usize
 }
+
+/// Starts `count` non-blocking connects to `addr` and waits until every one
+/// has completed its handshake.
+pub fn connect_all_at_once(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, connect, getsockopt, socket, sockopt,
+    };
+    use std::os::fd::{AsFd, AsRawFd};
+
+    let SocketAddr::V4(v4) = addr else {
+        panic!("tests listen on IPv4")
+    };
+    let sockets: Vec<_> = (0..count)
+        .map(|_| {
+            let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+            let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None).expect("socket");
+            match connect(fd.as_raw_fd(), &SockaddrIn::from(v4)) {
+                Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => fd,
+                Err(error) => panic!("connect: {error}"),
+            }
+        })
+        .collect();
+    let mut pending: Vec<usize> = (0..count).collect();
+    let deadline = Instant::now() + PATIENCE;
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} connects never completed",
+            pending.len()
+        );
+        let mut fds: Vec<_> = pending
+            .iter()
+            .map(|&index| PollFd::new(sockets[index].as_fd(), PollFlags::POLLOUT))
+            .collect();
+        poll(&mut fds, PollTimeout::from(100u16)).expect("poll");
+        let done: Vec<bool> = fds.iter().map(|fd| fd.any().unwrap_or(false)).collect();
+        drop(fds);
+        let mut still = Vec::new();
+        for (index, finished) in pending.into_iter().zip(done) {
+            if finished {
+                let error = getsockopt(&sockets[index], sockopt::SocketError).expect("SO_ERROR");
+                assert_eq!(error, 0, "connect {index} failed");
+            } else {
+                still.push(index);
+            }
+        }
+        pending = still;
+    }
+    sockets.into_iter().map(TcpStream::from).collect()
+}
