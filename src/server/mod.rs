@@ -29,11 +29,6 @@ use crate::handler::Handler;
 use crate::lifecycle::{Lifecycle, SignalsHeld};
 use crate::served_dir::ServedDir;
 
-/// Pending connections the kernel may hold for us. The kernel caps it at
-/// net.core.somaxconn (4096 by default since Linux 5.4); a burst of hundreds
-/// of connects then waits in the queue instead of having SYNs dropped.
-const LISTEN_BACKLOG: i32 = 4096;
-
 /// A server that has checked its directory, bound its socket and announced
 /// its address.
 pub struct Server {
@@ -103,10 +98,11 @@ fn bind_one(addr: &SocketAddr) -> io::Result<TcpListener> {
     let socket: OwnedFd = socket(family, SockType::Stream, flags, None)?;
     setsockopt(&socket, sockopt::ReuseAddr, &true)?;
     bind(socket.as_raw_fd(), &SockaddrStorage::from(*addr))?;
-    listen(
-        &socket,
-        Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN),
-    )?;
+    // The largest queue the kernel allows (net.core.somaxconn, 4096 by
+    // default since Linux 5.4), so that a burst of hundreds of connects waits
+    // in the queue instead of having SYNs dropped. libc's SOMAXCONN is 128 on
+    // musl, which is why the size is not spelled out here.
+    listen(&socket, Backlog::MAXALLOWABLE)?;
     Ok(TcpListener::from(socket))
 }
 
