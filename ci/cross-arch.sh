@@ -27,14 +27,15 @@ trap cleanup EXIT
 mkdir -p "$work/served" "$work/out"
 head -c $((6 * 1024 * 1024 + 7)) /dev/urandom > "$work/served/random.bin"
 
-# Runs a dist binary of the given arch, under qemu for arm64.
-run() {
+# Sets $invocation to run a dist binary of the given arch, under qemu for arm64.
+# An array rather than a function: the server must be the background job
+# itself, so that the SIGTERM sent to $! reaches it.
+set_command() {
     local arch=$1 binary=$2
-    shift 2
     if [ "$arch" = arm64 ]; then
-        "$qemu" "dist/arm64/$binary" "$@"
+        invocation=("$qemu" "dist/arm64/$binary")
     else
-        "dist/amd64/$binary" "$@"
+        invocation=("dist/amd64/$binary")
     fi
 }
 
@@ -43,7 +44,8 @@ start_server() {
     local arch=$1 model=$2
     local -a count=()
     [ "$model" = iterative ] || count=(2)
-    run "$arch" "tcpfile-server-$model" 127.0.0.1 0 "$work/served" "${count[@]}" -q \
+    set_command "$arch" "tcpfile-server-$model"
+    "${invocation[@]}" 127.0.0.1 0 "$work/served" "${count[@]}" -q \
         > "$work/server.out" 2> "$work/server.err" &
     server_pid=$!
     for _ in $(seq 1 200); do
@@ -76,7 +78,8 @@ for model in iterative parallel preforked; do
         read -r server_arch client_arch <<< "$pair"
         start_server "$server_arch" "$model"
         copy="$work/out/$model-$server_arch-$client_arch.bin"
-        if run "$client_arch" tcpfile-client 127.0.0.1 "$port" random.bin 64M -o "$copy" -q \
+        set_command "$client_arch" tcpfile-client
+        if "${invocation[@]}" 127.0.0.1 "$port" random.bin 64M -o "$copy" -q \
             && cmp -s "$work/served/random.bin" "$copy"; then
             echo "ok: $model server on $server_arch -> client on $client_arch, byte-exact"
         else
