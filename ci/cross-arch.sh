@@ -45,6 +45,9 @@ start_server() {
     local -a count=()
     [ "$model" = iterative ] || count=(2)
     set_command "$arch" "tcpfile-server-$model"
+    # The redirection happens in the background job: without this, the loop
+    # below could read the previous server's address.
+    rm -f "$work/server.out"
     "${invocation[@]}" 127.0.0.1 0 "$work/served" "${count[@]}" -q \
         > "$work/server.out" 2> "$work/server.err" &
     server_pid=$!
