@@ -357,12 +357,7 @@ fn sigterm_while_idle_exits_promptly(model: Model) {
         sent.elapsed()
     );
     assert_eq!(status.code(), Some(0));
-    for pid in workers {
-        assert!(
-            wait_until(PATIENCE, || !process_exists(pid)),
-            "worker {pid} remains"
-        );
-    }
+    assert_all_exit(&workers);
 }
 
 /// Reads what is left of a transfer slowly, then everything, and returns all
@@ -384,18 +379,35 @@ fn finish_slowly(peer: &mut RawPeer, mut already: Vec<u8>, slow_for: Duration) -
     already
 }
 
+/// Asks for `name` through a small receive window, says it is ready, and
+/// returns the connection with the first bytes of content read, so that the
+/// rest of the transfer is still in flight.
+fn begin_slow_transfer(server: &ServerProcess, name: &str, size: usize) -> (RawPeer, Vec<u8>) {
+    let mut peer = RawPeer::connect_small_window(server.addr, 8192);
+    peer.request(name);
+    assert_eq!(peer.response().file_size, size as u64);
+    peer.send(&ClientReply::ReadyToReceive.encode());
+    let mut first = vec![0u8; 4096];
+    peer.stream.read_exact(&mut first).expect("first bytes");
+    (peer, first)
+}
+
+fn assert_all_exit(pids: &[i32]) {
+    for &pid in pids {
+        assert!(
+            wait_until(PATIENCE, || !process_exists(pid)),
+            "process {pid} remains"
+        );
+    }
+}
+
 fn sigterm_mid_transfer_lets_it_finish(model: Model) {
     let fixture = Fixture::new();
     let content = fixture.add_random("big.bin", 4 * 1024 * 1024);
     let mut server = ServerProcess::start_with(model, fixture.path(), &["--grace", "10"]);
 
-    let mut peer = RawPeer::connect_small_window(server.addr, 8192);
-    peer.request("big.bin");
-    assert_eq!(peer.response().file_size, content.len() as u64);
-    peer.send(&ClientReply::ReadyToReceive.encode());
-    let mut first = vec![0u8; 4096];
-    peer.stream.read_exact(&mut first).expect("first bytes");
-    let serving: Vec<i32> = server.children();
+    let (mut peer, first) = begin_slow_transfer(&server, "big.bin", content.len());
+    let serving = server.children();
 
     server.signal(Signal::SIGTERM);
     assert!(server.wait_for_log("SIGTERM received: stopping", PATIENCE));
@@ -408,12 +420,7 @@ fn sigterm_mid_transfer_lets_it_finish(model: Model) {
 
     let status = server.wait_exit(PATIENCE).expect("the server exits");
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
-    for pid in serving {
-        assert!(
-            wait_until(PATIENCE, || !process_exists(pid)),
-            "child {pid} remains"
-        );
-    }
+    assert_all_exit(&serving);
     assert!(refused_new, "the server stops accepting at once");
 }
 
@@ -422,12 +429,7 @@ fn second_signal_ends_everything_at_once(model: Model) {
     let content = fixture.add_random("big.bin", 4 * 1024 * 1024);
     let mut server = ServerProcess::start_with(model, fixture.path(), &["--grace", "60"]);
 
-    let mut peer = RawPeer::connect_small_window(server.addr, 8192);
-    peer.request("big.bin");
-    assert_eq!(peer.response().file_size, content.len() as u64);
-    peer.send(&ClientReply::ReadyToReceive.encode());
-    let mut first = vec![0u8; 4096];
-    peer.stream.read_exact(&mut first).expect("first bytes");
+    let (mut peer, first) = begin_slow_transfer(&server, "big.bin", content.len());
     let serving = server.children();
 
     server.signal(Signal::SIGINT);
@@ -446,12 +448,7 @@ fn second_signal_ends_everything_at_once(model: Model) {
         first.len() + rest.len() < content.len(),
         "the transfer was cut short"
     );
-    for pid in serving {
-        assert!(
-            wait_until(PATIENCE, || !process_exists(pid)),
-            "child {pid} remains"
-        );
-    }
+    assert_all_exit(&serving);
 }
 
 fn many_requests_leave_no_zombie_and_no_descriptor(model: Model) {
