@@ -19,12 +19,6 @@ stage() {
     echo "=== $name: passed in $((SECONDS - started)) s"
 }
 
-lint() {
-    cargo fmt --check
-    cargo clippy --all-targets --locked -- -D warnings
-    git ls-files -z '*.sh' | xargs -0 shellcheck
-}
-
 native_tests() {
     cargo test --locked
 }
@@ -41,11 +35,12 @@ aarch64_tests() {
 }
 
 stage "setup" ci/setup.sh
-stage "lint" lint
+stage "lint" ci/lint.sh
 stage "tests (x86_64)" native_tests
 stage "tests (x86_64 musl)" musl_tests
 stage "tests (aarch64 under qemu)" aarch64_tests
 stage "static builds" ci/build-static.sh
 stage "cross-architecture check" ci/cross-arch.sh
+stage "VM checks" ci/vm-checks.sh
 echo
 echo "all checks passed in $SECONDS s"
