@@ -41,6 +41,7 @@ stage "tests (x86_64 musl)" musl_tests
 stage "tests (aarch64 under qemu)" aarch64_tests
 stage "static builds" ci/build-static.sh
 stage "cross-architecture check" ci/cross-arch.sh
+stage "compose end to end" ci/compose-e2e.sh
 stage "VM checks" ci/vm-checks.sh
 echo
 echo "all checks passed in $SECONDS s"

@@ -1,0 +1,57 @@
+# The compose lab. `make up` does everything on a machine with Docker and Rust:
+# makes sure Docker answers, builds the static binaries for the engine's
+# architecture, makes the Debian base image when no registry answers, builds
+# the images and runs the lab in the foreground (Ctrl-C stops it).
+#
+#   make up [SERVER_MODE=iterative|parallel|preforked] [SERVER_PROCESSES=N]
+#   make crowd [CLIENTS=N]     with the lab up, in another terminal
+#   make down                  removes the lab's containers, network and volume
+#   make e2e                   the end-to-end check of all three server models
+#   make lint                  every static check, compose validation included
+
+SERVER_MODE ?= preforked
+SERVER_PROCESSES ?= 4
+CLIENTS ?= 8
+COMPOSE_PROJECT_NAME ?= tcpfile
+# The clients write downloads/ as you, so the files are yours; root gets the
+# images' own unprivileged user instead.
+TCPFILE_UID ?= $(shell [ "$$(id -u)" = 0 ] && echo 65532 || id -u)
+TCPFILE_GID ?= $(shell [ "$$(id -u)" = 0 ] && echo 65532 || id -g)
+export SERVER_MODE SERVER_PROCESSES COMPOSE_PROJECT_NAME TCPFILE_UID TCPFILE_GID
+
+# Looked up when used, after `engine` may have installed Docker.
+COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+ARCH = $(shell docker version -f '{{.Server.Arch}}')
+RUST_TARGET_amd64 = x86_64-unknown-linux-musl
+RUST_TARGET_arm64 = aarch64-unknown-linux-musl
+
+.PHONY: up engine binaries base-image images crowd down e2e lint
+
+up: images
+	mkdir -p captures downloads
+	$(COMPOSE) up
+
+engine:
+	ci/docker-engine.sh
+
+binaries: engine
+	ci/build-static.sh $(RUST_TARGET_$(ARCH))
+
+base-image: engine
+	ci/debian-base-image.sh
+
+images: binaries base-image
+	docker/build-images.sh
+
+crowd:
+	docker/crowd.sh $(CLIENTS)
+
+down:
+	$(COMPOSE) --profile crowd down --volumes --remove-orphans
+
+e2e:
+	ci/compose-e2e.sh
+
+lint: engine
+	ci/lint.sh
+	docker/lint.sh

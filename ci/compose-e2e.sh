@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# Runs the compose lab end to end for each server model and checks what a user
+# would look at: the clients' exit codes, the downloads against their sources,
+# the conversations in the captures, a crowd of clients, a prompt stop, and
+# that `down` leaves nothing. Validates compose.yaml first.
+#
+#   ci/compose-e2e.sh [iterative|parallel|preforked ...]
+#
+# With no argument, all three models. Needs Docker (ci/docker-engine.sh makes
+# sure of it) and the static binaries: dist/<arch>/ is used as it is, and
+# built with ci/build-static.sh when it is missing. As root, captures/ and
+# downloads/ belong to an unprivileged user during the run (nobody), as they
+# do on a laptop, so the capture's and the clients' permissions are tested too.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+PROJECT=tcpfile
+CROWD=4
+# Bounds, in seconds: the clients finish in a few, but builds and a loaded
+# machine can slow anything down.
+CLIENTS_LIMIT=90
+HEALTH_LIMIT=30
+STOP_LIMIT_MS=2000
+COMMAND_LIMIT=300
+
+declare -A EXPECTED_EXIT=([client-ok]=0 [client-empty]=0 [client-refused]=4 [client-missing]=3)
+
+if [ "$#" -gt 0 ]; then
+    modes=("$@")
+else
+    modes=(iterative parallel preforked)
+fi
+for mode in "${modes[@]}"; do
+    case "$mode" in
+        iterative | parallel | preforked) ;;
+        *) echo "error: unknown server model: $mode" >&2; exit 1 ;;
+    esac
+done
+
+step() { printf '\n== %s\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+export COMPOSE_PROJECT_NAME=$PROJECT
+# The compose plugin when there is one, else docker-compose; decided again
+# once ci/docker-engine.sh has installed what was missing.
+compose_command=(docker-compose)
+compose() {
+    timeout "$COMMAND_LIMIT" "${compose_command[@]}" "$@"
+}
+
+# The containers of a service, running or not, whichever compose made them.
+containers_of() {
+    docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT" \
+        --filter "label=com.docker.compose.service=$1"
+}
+
+project_leftovers() {
+    local filter="label=com.docker.compose.project=$PROJECT"
+    docker ps -a -q --filter "$filter"
+    docker network ls -q --filter "$filter"
+    docker volume ls -q --filter "$filter"
+}
+
+on_exit() {
+    local status=$?
+    if [ "$status" -ne 0 ] && [ -n "$(containers_of server)" ]; then
+        echo "--- state at the failure" >&2
+        compose --profile crowd ps >&2 || true
+        compose --profile crowd logs --no-color --tail 40 >&2 || true
+    fi
+    compose --profile crowd down --volumes --remove-orphans >/dev/null 2>&1 || true
+    if [ -n "${owner:-}" ]; then
+        chown -R "$(id -u):$(id -g)" captures downloads 2>/dev/null || true
+    fi
+    exit "$status"
+}
+trap on_exit EXIT
+
+step "tools"
+ci/docker-engine.sh
+if docker compose version >/dev/null 2>&1; then
+    compose_command=(docker compose)
+fi
+if ! command -v tcpdump >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends tcpdump
+fi
+docker/lint.sh
+
+arch=$(docker version -f '{{.Server.Arch}}')
+step "binaries and images"
+declare -A TARGET_OF=([amd64]=x86_64-unknown-linux-musl [arm64]=aarch64-unknown-linux-musl)
+for binaries in amd64 arm64; do
+    if [ ! -f "dist/$binaries/SHA256SUMS" ]; then
+        ci/build-static.sh "${TARGET_OF[$binaries]}"
+    fi
+done
+ci/debian-base-image.sh
+docker/build-images.sh
+for other in amd64 arm64; do
+    [ "$other" = "$arch" ] || docker/build-images.sh "$other"
+done
+
+# Who owns captures/ and downloads/ and runs the clients.
+if [ "$(id -u)" -eq 0 ]; then
+    owner=65534
+    group=65534
+else
+    owner=$(id -u)
+    group=$(id -g)
+fi
+export TCPFILE_UID=$owner TCPFILE_GID=$group
+# Small capture files, so that every run rotates them (the clients' captures
+# keep whole packets for that); a health check every second, so that the
+# server turns healthy while the clients run.
+export CAPTURE_FILE_MB=1 TCPFILE_HEALTH_INTERVAL=1s
+
+# wait_exited SERVICE...: until every container of these services has exited.
+wait_exited() {
+    local deadline=$((SECONDS + CLIENTS_LIMIT)) service id
+    for service in "$@"; do
+        [ -n "$(containers_of "$service")" ] || fail "no container for $service"
+        for id in $(containers_of "$service"); do
+            while [ "$(docker inspect -f '{{.State.Status}}' "$id")" != exited ]; do
+                [ "$SECONDS" -lt "$deadline" ] || fail "$service still runs after ${CLIENTS_LIMIT}s"
+                sleep 0.5
+            done
+        done
+    done
+}
+
+# The lines of SUMMARY (from tcpfile-flows.sh) that show every key=value given.
+flows_with() {
+    local summary=$1 expectation
+    shift
+    local flows
+    # A space after every line, so that the last pair matches like the others.
+    flows=$(awk '{ print $0 " " }' <<< "$summary" | grep -vF " request=0 " || true)
+    for expectation in "$@"; do
+        flows=$(grep -F " $expectation " <<< "$flows" || true)
+    done
+    sed '/^ *$/d' <<< "$flows"
+}
+
+# The one connection that asked for NAME must show each key=value given.
+check_flow() {
+    local where=$1 summary=$2 name=$3
+    shift 3
+    local count expectation
+    count=$(flows_with "$summary" "file=$name" | grep -c . || true)
+    [ "$count" -eq 1 ] || fail "$where: $count connections asked for $name, not 1:"$'\n'"$summary"
+    for expectation in "$@"; do
+        [ -n "$(flows_with "$summary" "file=$name" "$expectation")" ] ||
+            fail "$where: the connection for $name lacks $expectation: $(flows_with "$summary" "file=$name")"
+    done
+    echo "  $where: $name: $*"
+}
+
+# Stops the capture sidecars, so their files are complete, and checks that
+# tcpdump lost nothing.
+stop_captures() {
+    compose stop capture-server capture-client >/dev/null 2>&1
+    local sidecar dropped
+    for sidecar in capture-server capture-client; do
+        dropped=$(docker logs "$(containers_of "$sidecar")" 2>&1 | sed -n 's/^\([0-9]*\) packets dropped by kernel$/\1/p' | tail -n 1)
+        [ "$dropped" = 0 ] || fail "$sidecar: tcpdump reports '${dropped:-no count of}' packets dropped by the kernel"
+    done
+}
+
+# In the sample volume, the output of COMMAND ARGUMENT... run in /srv/files.
+in_samples() {
+    compose run --rm --no-deps -T -w /srv/files --entrypoint "$1" prepare "${@:2}"
+}
+
+run_mode() {
+    local mode=$1
+    local started=$SECONDS
+    # Every compose command must see the same model, or it would recreate the
+    # server as another one.
+    export SERVER_MODE=$mode CAPTURE_SNAPLEN=0
+    step "$mode: compose up"
+    compose --profile crowd down --volumes --remove-orphans >/dev/null 2>&1
+    rm -rf captures downloads
+    mkdir -p captures downloads
+    chown "$owner:$group" captures downloads
+    compose up -d
+
+    step "$mode: clients"
+    wait_exited "${!EXPECTED_EXIT[@]}"
+    local service code
+    for service in "${!EXPECTED_EXIT[@]}"; do
+        code=$(docker inspect -f '{{.State.ExitCode}}' "$(containers_of "$service")")
+        [ "$code" = "${EXPECTED_EXIT[$service]}" ] ||
+            fail "$service exited with $code, not ${EXPECTED_EXIT[$service]}"
+        echo "  $service exited with $code"
+    done
+
+    local server deadline health
+    server=$(containers_of server)
+    deadline=$((SECONDS + HEALTH_LIMIT))
+    until health=$(docker inspect -f '{{.State.Health.Status}}' "$server") && [ "$health" = healthy ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "the server is $health after ${HEALTH_LIMIT}s"
+        sleep 0.5
+    done
+    echo "  the server is healthy"
+
+    step "$mode: downloads"
+    local listed
+    listed=$(cd downloads && ls -A)
+    [ "$listed" = $'empty.txt\nrandom.bin' ] || fail "downloads/ holds: $listed"
+    [ "$(stat -c %u downloads/random.bin)" = "$owner" ] || fail "downloads/random.bin is not owned by $owner"
+    local sources downloaded
+    sources=$(in_samples sha256sum empty.txt random.bin)
+    downloaded=$(cd downloads && sha256sum empty.txt random.bin)
+    [ "$sources" = "$downloaded" ] || fail "downloads differ from their sources:"$'\n'"$sources"$'\n'"$downloaded"
+    in_samples sha256sum --quiet --check SHA256SUMS || fail "the samples do not match their SHA256SUMS"
+    awk '{ print "  " $0 }' <<< "$downloaded"
+
+    step "$mode: captures"
+    stop_captures
+    [ -f captures/server.pcap1 ] || fail "captures/server.pcap was not rotated"
+    [ "$(stat -c %u captures/server.pcap1)" = "$owner" ] || fail "the rotated capture is not owned by $owner"
+    local sizes random_size big_size server_summary client_summary
+    sizes=$(in_samples stat -c '%n %s' random.bin big.bin)
+    random_size=$(awk '$1 == "random.bin" { print $2 }' <<< "$sizes")
+    big_size=$(awk '$1 == "big.bin" { print $2 }' <<< "$sizes")
+    local server_parts=(captures/server.pcap*) client_parts=(captures/client.pcap*)
+    echo "  server capture: ${#server_parts[@]} files; client capture: ${#client_parts[@]} files"
+    server_summary=$(docker/tcpfile-flows.sh "${server_parts[@]}")
+    client_summary=$(docker/tcpfile-flows.sh "${client_parts[@]}")
+    check_flow server "$server_summary" random.bin request=260 response=16 status=0 \
+        "size=$random_size" reply=3 "content=$random_size" server_fin=yes
+    check_flow server "$server_summary" empty.txt request=260 response=16 status=0 \
+        size=0 reply=3 content=0 server_fin=yes
+    check_flow server "$server_summary" big.bin request=260 response=16 status=0 \
+        "size=$big_size" reply=4 content=0 server_fin=yes
+    check_flow server "$server_summary" no-such-file.txt request=260 response=16 status=3 \
+        size=0 reply=- content=0 server_fin=yes
+    check_flow client "$client_summary" random.bin request=260 response=16 status=0 \
+        "size=$random_size" reply=3 "content=$random_size" server_fin=yes
+    [ "$(grep -cvF " request=0 " <<< "$client_summary")" -eq 1 ] ||
+        fail "the client's capture shows other clients' connections:"$'\n'"$client_summary"
+
+    # With the default snap length, as a user runs it: whole packets of several
+    # transfers at once could outrun tcpdump.
+    step "$mode: a crowd of $CROWD clients"
+    rm -f captures/*.pcap*
+    unset CAPTURE_SNAPLEN
+    compose up -d --no-deps capture-server capture-client >/dev/null 2>&1
+    docker/crowd.sh "$CROWD"
+    stop_captures
+    local served
+    server_summary=$(docker/tcpfile-flows.sh captures/server.pcap*)
+    served=$(flows_with "$server_summary" file=big.bin "content=$big_size" server_fin=yes | grep -c . || true)
+    [ "$served" -eq "$CROWD" ] || fail "$served of $CROWD crowd transfers are complete in the capture"
+    in_samples sha256sum big.bin | awk '{ print $1 "  crowd-big.bin" }' | (cd downloads && sha256sum --quiet --check) ||
+        fail "downloads/crowd-big.bin differs from big.bin"
+    echo "  $served transfers complete in the capture, and crowd-big.bin is big.bin"
+
+    # What compose stop and down do to the server: SIGTERM, then SIGKILL if it
+    # is still there after the timeout. The engine's own events time it from
+    # the signal to the exit, without the engine's overhead on a busy machine.
+    step "$mode: stop"
+    local stop_started stop_ms events signalled_ns exited_ns
+    stop_started=$(date +%s)
+    docker stop --time 10 "$server" >/dev/null
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$server")
+    events=$(docker events --since "$stop_started" --until "$(($(date +%s) + 1))" \
+        --filter "container=$server" --filter event=kill --filter event=die \
+        --format '{{.Action}} {{.TimeNano}}')
+    signalled_ns=$(awk '$1 == "kill" { print $2; exit }' <<< "$events")
+    exited_ns=$(awk '$1 == "die" { print $2; exit }' <<< "$events")
+    if [ -z "$signalled_ns" ] || [ -z "$exited_ns" ]; then
+        fail "the engine reported no kill and die for the server: $events"
+    fi
+    stop_ms=$(((exited_ns - signalled_ns) / 1000000))
+    echo "  the server exited ${stop_ms} ms after SIGTERM, with exit code $code"
+    [ "$code" = 0 ] || fail "the server exited with $code on SIGTERM"
+    [ "$stop_ms" -lt "$STOP_LIMIT_MS" ] || fail "the server took ${stop_ms} ms to stop"
+
+    compose --profile crowd down --volumes --remove-orphans >/dev/null 2>&1
+    local left
+    left=$(project_leftovers)
+    [ -z "$left" ] || fail "down left these behind: $left"
+    echo "  down left no container, network or volume"
+    echo "  $mode passed in $((SECONDS - started))s"
+}
+
+for mode in "${modes[@]}"; do
+    run_mode "$mode"
+done
+echo
+echo "server models checked: ${modes[*]}"
+echo "compose-e2e: ${#modes[@]} passed, 0 failed"
