@@ -182,16 +182,29 @@ impl<'a> Acceptor<'a> {
         match self.reserve.take() {
             Some(reserve) => {
                 drop(reserve);
-                match self.listener.accept() {
+                let nobody_waiting = match self.listener.accept() {
                     Ok((stream, peer)) => {
                         log::warn!(
                             "out of file descriptors ({cause}): closed the connection from {peer} unserved"
                         );
                         drop(stream);
+                        false
                     }
-                    Err(error) => log::warn!("out of file descriptors ({cause}): {error}"),
-                }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => true,
+                    Err(error) => {
+                        log::warn!("out of file descriptors ({cause}): {error}");
+                        false
+                    }
+                };
                 self.reserve = self.listener.as_fd().try_clone_to_owned().ok();
+                if nobody_waiting {
+                    // accept fails for want of a descriptor even when nobody
+                    // is waiting: sleep until somebody connects, rather than
+                    // retry (and log) on a clock.
+                    let readable = Some((self.listener.as_fd(), PollFlags::POLLIN));
+                    lifecycle.wait(readable, None)?;
+                    return Ok(());
+                }
             }
             None => log::warn!("out of file descriptors ({cause}); waiting for some to be freed"),
         }

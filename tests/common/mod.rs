@@ -543,3 +543,218 @@ pub fn connect_all_at_once(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
     }
     sockets.into_iter().map(TcpStream::from).collect()
 }
+
+/// A relay on loopback between a client and a server that can hold the
+/// server's bytes back: it passes the first `hold_after` bytes from the server
+/// through, then waits for [`Relay::release`] before it passes the rest. A test
+/// can thus act at a known point in the middle of a transfer, however fast
+/// the machine is. The relay reads the server through a small receive window,
+/// so a held transfer soon fills the server's buffers and holds the server
+/// too. A reset from the server reaches the client as an early close.
+pub struct Relay {
+    pub addr: SocketAddr,
+    hold_after: u64,
+    shared: Arc<RelayShared>,
+}
+
+struct RelayShared {
+    passed: std::sync::atomic::AtomicU64,
+    released: Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+const RELAY_WINDOW: usize = 64 * 1024;
+
+impl Relay {
+    /// Relays the first connection it receives to `upstream`.
+    pub fn start(upstream: SocketAddr, hold_after: u64) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let addr = listener.local_addr().expect("relay address");
+        let shared = Arc::new(RelayShared {
+            passed: std::sync::atomic::AtomicU64::new(0),
+            released: Mutex::new(false),
+            wake: std::sync::Condvar::new(),
+        });
+        let state = Arc::clone(&shared);
+        std::thread::spawn(move || relay_one(&listener, upstream, hold_after, &state));
+        Relay {
+            addr,
+            hold_after,
+            shared,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Bytes from the server passed on to the client so far.
+    pub fn passed(&self) -> u64 {
+        self.shared.passed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until the relay has passed `hold_after` bytes and holds the rest.
+    pub fn wait_holding(&self, within: Duration) -> bool {
+        wait_until(within, || self.passed() >= self.hold_after)
+    }
+
+    pub fn release(&self) {
+        *self.shared.released.lock().expect("relay lock") = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+fn relay_one(
+    listener: &std::net::TcpListener,
+    upstream: SocketAddr,
+    hold_after: u64,
+    shared: &RelayShared,
+) {
+    use std::sync::atomic::Ordering;
+
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking relay listener");
+    let mut client = None;
+    wait_until(PATIENCE * 3, || {
+        client = listener.accept().ok().map(|(stream, _)| stream);
+        client.is_some()
+    });
+    let Some(client) = client else { return };
+    let server = RawPeer::connect_small_window(upstream, RELAY_WINDOW).stream;
+
+    let mut from_client = client.try_clone().expect("clone the client side");
+    let mut to_server = server.try_clone().expect("clone the server side");
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+    });
+
+    let mut buffer = vec![0u8; RELAY_WINDOW];
+    let mut released = false;
+    loop {
+        let passed = shared.passed.load(Ordering::SeqCst);
+        if !released && passed >= hold_after {
+            let guard = shared.released.lock().expect("relay lock");
+            let _ = shared
+                .wake
+                .wait_timeout_while(guard, PATIENCE * 3, |released| !*released)
+                .expect("relay lock");
+            released = true;
+            continue;
+        }
+        let room = if released {
+            buffer.len()
+        } else {
+            usize::try_from(hold_after - passed).map_or(buffer.len(), |left| left.min(buffer.len()))
+        };
+        match (&server).read(&mut buffer[..room]) {
+            Ok(0) => break,
+            Ok(n) => {
+                if (&client).write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+                shared.passed.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = client.shutdown(std::net::Shutdown::Write);
+}
+
+/// Sets the soft limit on open files of the running process `pid`, the way
+/// prlimit(1) does, and returns the soft limit it had.
+pub fn set_open_files_limit(pid: i32, soft: u64) -> u64 {
+    let resource = libc::RLIMIT_NOFILE;
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a null new limit only reads; `old` is a valid rlimit to fill.
+    let read = unsafe { libc::prlimit(pid, resource, std::ptr::null(), &mut old) };
+    assert_eq!(
+        read,
+        0,
+        "read the open files limit of {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: `new` is a valid rlimit; the old one is not asked for.
+    let set = unsafe { libc::prlimit(pid, resource, &new, std::ptr::null_mut()) };
+    assert_eq!(
+        set,
+        0,
+        "set the open files limit of {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    old.rlim_cur
+}
+
+/// The fields of /proc/PID/stat after the command name: the state is the
+/// first (field 3 of proc(5)).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// CPU time the process has used, user and system, in seconds.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let fields = stat_fields(pid).unwrap_or_default();
+    // utime and stime are fields 14 and 15 of proc(5).
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&index| fields.get(index)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / per_second as f64
+}
+
+/// A numeric field of /proc/PID/status, such as `VmRSS` (in KiB) or
+/// `Threads`.
+pub fn status_field(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The descriptor number the process would be given next: the lowest one it
+/// does not use.
+pub fn lowest_free_fd(pid: i32) -> u64 {
+    let used: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list the descriptors")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|fd| !used.contains(fd)).unwrap_or(0)
+}
+
+impl ServerProcess {
+    /// The server's process and its children.
+    pub fn processes(&self) -> Vec<i32> {
+        let mut all = vec![self.pid];
+        all.extend(self.children());
+        all
+    }
+}
+
+/// Sends `signal` to each of `pids`.
+pub fn signal_each(pids: &[i32], signal: nix::sys::signal::Signal) {
+    for &pid in pids {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal a process");
+    }
+}
