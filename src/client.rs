@@ -124,24 +124,15 @@ pub fn fetch(request: &Request) -> Result<Fetched, Failure> {
     let mut staged = AtomicFile::create(&request.output)
         .map_err(|error| Failure::Local(format!("cannot write the file: {error}")))?;
     let (mut stream, response) = ask(request)?;
-    if response.status.known() != Some(Status::Ok) {
-        return Err(Failure::Server(response.status));
-    }
-    if response.protocol_version != request.protocol_version {
-        return Err(Failure::Broken(format!(
-            "protocol violation: the server answered with protocol version {} to a version {} request",
-            response.protocol_version, request.protocol_version
-        )));
-    }
-
-    let size = response.file_size;
-    if size > request.max_size {
-        let _ = stream.write_all(&ClientReply::RefuseToReceive.encode());
-        return Err(Failure::TooLarge {
-            size,
-            max: request.max_size,
-        });
-    }
+    let size = match judge_response(&response, request.protocol_version, request.max_size) {
+        Ok(size) => size,
+        Err(failure) => {
+            if matches!(failure, Failure::TooLarge { .. }) {
+                let _ = stream.write_all(&ClientReply::RefuseToReceive.encode());
+            }
+            return Err(failure);
+        }
+    };
     stream
         .write_all(&ClientReply::ReadyToReceive.encode())
         .map_err(|error| Failure::Broken(format!("cannot send the reply: {error}")))?;
@@ -171,6 +162,7 @@ pub fn fetch(request: &Request) -> Result<Fetched, Failure> {
 /// health checks; nothing is written.
 pub fn probe(request: &Request) -> Result<StatusCode, Failure> {
     let (mut stream, response) = ask(request)?;
+    check_message_type(&response)?;
     if response.status.known() == Some(Status::Ok) {
         let _ = stream.write_all(&ClientReply::RefuseToReceive.encode());
     }
@@ -217,13 +209,45 @@ fn ask(request: &Request) -> Result<(TcpStream, FileResponse), Failure> {
         response.status.0,
         response.file_size
     );
-    if response.message_type != MessageType::FileResponse as u8 {
+    Ok((stream, response))
+}
+
+/// Judges a response header the way [`fetch`] does before it replies: the
+/// number of content bytes to accept, or why the fetch ends with this
+/// header. Pure, so that every possible header can be tried against it.
+pub fn judge_response(
+    response: &FileResponse,
+    sent_version: u8,
+    max_size: u64,
+) -> Result<u64, Failure> {
+    check_message_type(response)?;
+    if response.status.known() != Some(Status::Ok) {
+        return Err(Failure::Server(response.status));
+    }
+    if response.protocol_version != sent_version {
         return Err(Failure::Broken(format!(
-            "protocol violation: message type {} is not FILE_RESPONSE",
-            response.message_type
+            "protocol violation: the server answered with protocol version {} to a version {sent_version} request",
+            response.protocol_version
         )));
     }
-    Ok((stream, response))
+    if response.file_size > max_size {
+        return Err(Failure::TooLarge {
+            size: response.file_size,
+            max: max_size,
+        });
+    }
+    Ok(response.file_size)
+}
+
+fn check_message_type(response: &FileResponse) -> Result<(), Failure> {
+    if response.message_type == MessageType::FileResponse as u8 {
+        Ok(())
+    } else {
+        Err(Failure::Broken(format!(
+            "protocol violation: message type {} is not FILE_RESPONSE",
+            response.message_type
+        )))
+    }
 }
 
 /// The host without the brackets a user may put around an IPv6 literal.
@@ -468,6 +492,34 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), codes.len());
         assert!(!codes.contains(&exit_code::SUCCESS));
+    }
+
+    #[test]
+    fn responses_are_judged_by_type_then_status_then_version_then_size() {
+        let judge = |response: FileResponse, max| judge_response(&response, 1, max);
+        assert!(matches!(judge(FileResponse::ok(10), 10), Ok(10)));
+        assert!(matches!(
+            judge(FileResponse::ok(11), 10),
+            Err(Failure::TooLarge { size: 11, max: 10 })
+        ));
+        let newer = FileResponse {
+            protocol_version: 2,
+            ..FileResponse::error(Status::FileNotFound)
+        };
+        assert!(matches!(
+            judge(newer, 10),
+            Err(Failure::Server(StatusCode(3)))
+        ));
+        let newer_ok = FileResponse {
+            protocol_version: 2,
+            ..FileResponse::ok(1)
+        };
+        assert!(matches!(judge(newer_ok, 10), Err(Failure::Broken(_))));
+        let wrong_type = FileResponse {
+            message_type: 1,
+            ..FileResponse::error(Status::FileNotFound)
+        };
+        assert!(matches!(judge(wrong_type, 10), Err(Failure::Broken(_))));
     }
 
     #[test]
