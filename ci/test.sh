@@ -43,5 +43,7 @@ stage "static builds" ci/build-static.sh
 stage "cross-architecture check" ci/cross-arch.sh
 stage "compose end to end" ci/compose-e2e.sh
 stage "VM checks" ci/vm-checks.sh
+stage "fuzz (20 s per target)" ci/fuzz.sh 20
+stage "soak (10 s per model)" ci/soak.sh 10
 echo
 echo "all checks passed in $SECONDS s"
