@@ -8,6 +8,7 @@
 //! - [`server`]: the three models, which differ only in scheduling.
 //! - [`client`]: the client's side of the conversation.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod handler;
