@@ -45,5 +45,6 @@ stage "compose end to end" ci/compose-e2e.sh
 stage "VM checks" ci/vm-checks.sh
 stage "fuzz (20 s per target)" ci/fuzz.sh 20
 stage "soak (10 s per model)" ci/soak.sh 10
+stage "benchmark smoke run" ci/bench.sh --smoke
 echo
 echo "all checks passed in $SECONDS s"
