@@ -12,7 +12,9 @@ use crate::protocol::{
     ClientReply, FileName, FileRequest, FileResponse, Hex, MessageType, RESPONSE_LEN, Status,
     StatusCode,
 };
-use crate::transfer::{AtomicFile, ShortRead, describe_rate, read_exact_counted};
+use crate::transfer::{
+    AtomicFile, ContentCopier, CopyError, ShortRead, describe_rate, read_exact_counted,
+};
 
 /// The client's exit codes, one per way a fetch can end.
 pub mod exit_code {
@@ -336,44 +338,34 @@ fn receive(
     progress: Progress,
 ) -> Result<(), Failure> {
     let mut meter = Meter::new(size, progress);
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut copier = ContentCopier::new();
     let mut received: u64 = 0;
     while received < size {
-        let want = usize::try_from(size - received).map_or(buf.len(), |rest| rest.min(buf.len()));
-        let n = match stream.read(&mut buf[..want]) {
-            Ok(0) => {
+        let limit = usize::try_from(size - received).unwrap_or(usize::MAX);
+        let got = usize::try_from(received).unwrap_or(usize::MAX);
+        let moved = match copier.step(stream, file, limit) {
+            Ok(moved) => moved,
+            Err(CopyError::Read(error)) => {
                 meter.abandon();
-                return Err(describe_short(
-                    "the content",
-                    ShortRead {
-                        got: usize::try_from(received).unwrap_or(usize::MAX),
-                        error: None,
-                    },
-                    size,
-                ));
+                let short = ShortRead {
+                    got,
+                    error: Some(error),
+                };
+                return Err(describe_short("the content", short, size));
             }
-            Ok(n) => n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => {
+            Err(CopyError::Write(error)) => {
                 meter.abandon();
-                let got = usize::try_from(received).unwrap_or(usize::MAX);
-                return Err(describe_short(
-                    "the content",
-                    ShortRead {
-                        got,
-                        error: Some(error),
-                    },
-                    size,
-                ));
+                return Err(Failure::Broken(format!(
+                    "cannot write the file after {received} bytes: {error}"
+                )));
             }
         };
-        if let Err(error) = file.write_all(&buf[..n]) {
+        if moved == 0 {
             meter.abandon();
-            return Err(Failure::Broken(format!(
-                "cannot write the file after {received} bytes: {error}"
-            )));
+            let short = ShortRead { got, error: None };
+            return Err(describe_short("the content", short, size));
         }
-        received += n as u64;
+        received += moved as u64;
         meter.advance(received);
     }
     meter.finish();
