@@ -462,7 +462,7 @@ for binary in tcpfile-client tcpfile-server-iterative tcpfile-server-parallel tc
         printf 'binary\t%s (static, dist/amd64)\t%s\n' "$binary" "$(stat -c %s "dist/amd64/$binary")" >>"$SIZES"
     fi
 done
-for image in tcpfile/server tcpfile/client; do
+for image in tcpfile/server-iterative tcpfile/server-parallel tcpfile/server-preforked tcpfile/client tcpfile/tcpdump; do
     size=""
     if command -v docker >/dev/null 2>&1; then
         size=$(docker image inspect --format '{{.Size}}' "$image" 2>/dev/null || true)
