@@ -12,6 +12,7 @@
 //!
 //! The soak at the end is left out of `cargo test`; `ci/soak.sh` runs it.
 
+#[macro_use]
 mod common;
 
 use std::ffi::CString;
@@ -26,20 +27,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::Signal;
-
-macro_rules! for_each_model {
-    ($($test:ident),* $(,)?) => {
-        mod iterative {
-            $( #[test] fn $test() { super::$test(super::Model::Iterative) } )*
-        }
-        mod parallel {
-            $( #[test] fn $test() { super::$test(super::Model::Parallel(4)) } )*
-        }
-        mod preforked {
-            $( #[test] fn $test() { super::$test(super::Model::Preforked(3)) } )*
-        }
-    };
-}
 
 for_each_model!(
     truncated_file_ends_the_transfer_early,

@@ -2,6 +2,7 @@
 //! the real binaries: byte-exact transfers, every status, refusals, slow and
 //! misbehaving peers, and a clean stop.
 
+#[macro_use]
 mod common;
 
 use std::io::{Read, Write};
@@ -12,20 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::Signal;
 use tcpfile::protocol::{ClientReply, PROTOCOL_VERSION, Status};
-
-macro_rules! for_each_model {
-    ($($test:ident),* $(,)?) => {
-        mod iterative {
-            $( #[test] fn $test() { super::$test(super::Model::Iterative) } )*
-        }
-        mod parallel {
-            $( #[test] fn $test() { super::$test(super::Model::Parallel(4)) } )*
-        }
-        mod preforked {
-            $( #[test] fn $test() { super::$test(super::Model::Preforked(3)) } )*
-        }
-    };
-}
 
 for_each_model!(
     transfers_are_byte_exact,

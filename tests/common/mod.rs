@@ -5,7 +5,8 @@
 //! Set `TCPFILE_TEST_RUNNER` (for example `qemu-aarch64-static`) to start the
 //! binaries under an emulator, the way cargo's target runner starts the tests.
 
-#![allow(dead_code)]
+// Each test crate uses a part of the harness.
+#![allow(dead_code, unused_macros)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -46,6 +47,23 @@ pub fn command(name: &str) -> Command {
 
 pub fn under_emulation() -> bool {
     std::env::var("TCPFILE_TEST_RUNNER").is_ok_and(|runner| !runner.is_empty())
+}
+
+/// Makes a test of each listed function for each server model: `fn
+/// name(model: Model)` becomes `iterative::name`, `parallel::name` and
+/// `preforked::name`.
+macro_rules! for_each_model {
+    ($($test:ident),* $(,)?) => {
+        mod iterative {
+            $( #[test] fn $test() { super::$test(super::Model::Iterative) } )*
+        }
+        mod parallel {
+            $( #[test] fn $test() { super::$test(super::Model::Parallel(4)) } )*
+        }
+        mod preforked {
+            $( #[test] fn $test() { super::$test(super::Model::Preforked(3)) } )*
+        }
+    };
 }
 
 /// The three server models, with the process count each test gives them.
