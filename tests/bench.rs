@@ -6,14 +6,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
 use tcpfile::protocol::{FileResponse, REQUEST_LEN};
 
 fn bench(addr: SocketAddr, args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_tcpfile-bench"))
+    let output = command("tcpfile-bench")
         .args(["127.0.0.1", &addr.port().to_string()])
         .args(args)
         .arg("--json")
@@ -247,7 +247,7 @@ fn the_text_report_names_the_rates_and_percentiles() {
     let fixture = Fixture::new();
     fixture.add_random("page.bin", 4096);
     let server = ServerProcess::start(Model::Preforked(2), fixture.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_tcpfile-bench"))
+    let output = command("tcpfile-bench")
         .args([
             "127.0.0.1",
             &server.port().to_string(),
@@ -271,7 +271,7 @@ fn the_text_report_names_the_rates_and_percentiles() {
     ] {
         assert!(text.contains(needle), "no {needle:?} in:\n{text}");
     }
-    let usage = Command::new(env!("CARGO_BIN_EXE_tcpfile-bench"))
+    let usage = command("tcpfile-bench")
         .args(["127.0.0.1", "1", "a/b"])
         .output()
         .expect("run tcpfile-bench");

@@ -28,6 +28,7 @@ pub fn binary_path(name: &str) -> PathBuf {
         "tcpfile-server-iterative" => env!("CARGO_BIN_EXE_tcpfile-server-iterative"),
         "tcpfile-server-parallel" => env!("CARGO_BIN_EXE_tcpfile-server-parallel"),
         "tcpfile-server-preforked" => env!("CARGO_BIN_EXE_tcpfile-server-preforked"),
+        "tcpfile-bench" => env!("CARGO_BIN_EXE_tcpfile-bench"),
         other => panic!("no binary named {other}"),
     })
 }
