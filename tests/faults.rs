@@ -55,22 +55,6 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Fetches `name` with the real client and checks that exactly `expected`
-/// arrived.
-fn fetch_whole(server: &ServerProcess, name: &str, expected: &[u8]) {
-    let out = tempfile::tempdir().expect("temp dir");
-    let destination = out.path().join(name);
-    let output = server.fetch(name, "100M", &destination);
-    assert!(
-        output.status.success(),
-        "fetching {name} failed: {}\nserver log:\n{}",
-        stderr_of(&output),
-        server.log_text()
-    );
-    let received = std::fs::read(&destination).expect("the fetched file");
-    assert!(received == expected, "{name}: the content differs");
-}
-
 /// Starts the real client on `name` through `relay`, into `out`.
 fn spawn_client(relay: &Relay, name: &str, out: &Path) -> Child {
     client_command(relay.port(), name, "100M", &out.join(name), &[])
@@ -145,7 +129,7 @@ fn file_size_limit_breaks_the_transfer_and_keeps_no_file() {
     assert_eq!(std::fs::read(&kept).expect("read"), b"the previous version");
     assert_eq!(listing(out.path()), ["kept.bin"]);
 
-    fetch_whole(&server, "big.bin", &content);
+    server.fetch_expecting("big.bin", &content);
 }
 
 /// A small tmpfs, mounted for as long as the value lives.
@@ -279,7 +263,7 @@ fn truncated_file_ends_the_transfer_early(model: Model) {
         "{}",
         server.log_text()
     );
-    fetch_whole(&server, "big.bin", &vec![0; cut]);
+    server.fetch_expecting("big.bin", &vec![0; cut]);
 }
 
 fn replaced_or_deleted_file_is_sent_as_it_was_opened(model: Model) {
@@ -309,7 +293,7 @@ fn replaced_or_deleted_file_is_sent_as_it_was_opened(model: Model) {
         std::fs::rename(&staging, &path).expect("rename it into place");
     });
     assert_whole(replaced, &first, "replaced by a rename");
-    fetch_whole(&server, "data.bin", &second);
+    server.fetch_expecting("data.bin", &second);
 
     // Deleted, and a new file made under the same name.
     let recreated = fetch_changing_midway(&server, "data.bin", || {
@@ -317,7 +301,7 @@ fn replaced_or_deleted_file_is_sent_as_it_was_opened(model: Model) {
         std::fs::write(&path, &third).expect("write a new file");
     });
     assert_whole(recreated, &second, "deleted and made anew");
-    fetch_whole(&server, "data.bin", &third);
+    server.fetch_expecting("data.bin", &third);
 
     // Deleted for good.
     let deleted = fetch_changing_midway(&server, "data.bin", || {
@@ -336,7 +320,7 @@ fn removed_directory_is_an_error_until_it_returns(model: Model) {
     std::fs::create_dir(&served).expect("create the served directory");
     std::fs::write(served.join("notes.txt"), b"first").expect("write");
     let server = ServerProcess::start(model, &served);
-    fetch_whole(&server, "notes.txt", b"first");
+    server.fetch_expecting("notes.txt", b"first");
 
     std::fs::remove_dir_all(&served).expect("remove the served directory");
     let out = tempfile::tempdir().expect("temp dir");
@@ -367,7 +351,7 @@ fn removed_directory_is_an_error_until_it_returns(model: Model) {
     // Whether or not a serving process saw the directory go, it serves the
     // new one.
     for _ in 0..4 {
-        fetch_whole(&server, "notes.txt", b"second, in the new directory");
+        server.fetch_expecting("notes.txt", b"second, in the new directory");
     }
     assert!(server.wait_for_log("was removed; reopened it by its path", PATIENCE));
 }
@@ -391,7 +375,7 @@ fn out_of_descriptors_sheds_a_burst_without_spinning(model: Model) {
     let content = fixture.add_random("a.bin", 64 * 1024);
     let server = ServerProcess::start(model, fixture.path());
     let acceptors = accepting_processes(&server, model);
-    fetch_whole(&server, "a.bin", &content);
+    server.fetch_expecting("a.bin", &content);
     let descriptors_before: Vec<usize> = acceptors.iter().map(|&pid| open_fds(pid)).collect();
 
     // Every descriptor the processes could be given is taken from now on.
@@ -437,7 +421,7 @@ fn out_of_descriptors_sheds_a_burst_without_spinning(model: Model) {
     for (&pid, &limit) in acceptors.iter().zip(&limits) {
         set_open_files_limit(pid, limit);
     }
-    fetch_whole(&server, "a.bin", &content);
+    server.fetch_expecting("a.bin", &content);
     for (&pid, &before) in acceptors.iter().zip(&descriptors_before) {
         assert!(
             wait_until(PATIENCE, || open_fds(pid) == before),
@@ -518,7 +502,7 @@ fn trickled_request_is_dropped_at_the_timeout(model: Model) {
         server.log_text()
     );
     trickle.join().expect("the trickling thread");
-    fetch_whole(&server, "a.txt", b"hello");
+    server.fetch_expecting("a.txt", b"hello");
 }
 
 /// A user ID that no process on this machine runs as, so that a process limit
@@ -606,7 +590,7 @@ fn parallel_server_that_cannot_fork_closes_the_connection_and_goes_on() {
     assert!(server.children().is_empty());
 
     set_process_limit_as(uid, server.pid, tasks + 64);
-    fetch_whole(&server, "a.bin", &content);
+    server.fetch_expecting("a.bin", &content);
     server.signal(Signal::SIGTERM);
     let status = server.wait_exit(PATIENCE).expect("the server exits");
     assert_eq!(status.code(), Some(0));

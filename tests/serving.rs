@@ -34,25 +34,6 @@ for_each_model!(
     unknown_reply_byte_closes_the_connection,
 );
 
-fn fetch_and_compare(server: &ServerProcess, name: &str, expected: &[u8]) {
-    let out = tempfile::tempdir().expect("temp dir");
-    let destination = out.path().join(name);
-    let output = server.fetch(name, "100M", &destination);
-    assert!(
-        output.status.success(),
-        "fetching {name} failed: {}\nserver log:\n{}",
-        stderr_of(&output),
-        server.log_text()
-    );
-    let received = std::fs::read(&destination).expect("downloaded file");
-    assert!(received == expected, "{name}: content differs");
-    let names: Vec<_> = std::fs::read_dir(out.path())
-        .expect("list")
-        .map(|entry| entry.expect("entry").file_name())
-        .collect();
-    assert_eq!(names.len(), 1, "only the file itself is left: {names:?}");
-}
-
 fn transfers_are_byte_exact(model: Model) {
     let fixture = Fixture::new();
     fixture.add("empty", b"");
@@ -60,9 +41,9 @@ fn transfers_are_byte_exact(model: Model) {
     let big = fixture.add_random("big.bin", 8 * 1024 * 1024 + 123);
     let server = ServerProcess::start(model, fixture.path());
 
-    fetch_and_compare(&server, "empty", b"");
-    fetch_and_compare(&server, "one", b"x");
-    fetch_and_compare(&server, "big.bin", &big);
+    server.fetch_expecting("empty", b"");
+    server.fetch_expecting("one", b"x");
+    server.fetch_expecting("big.bin", &big);
     assert!(server.wait_for_log("transfer complete: 8388731 bytes", PATIENCE));
 }
 
@@ -190,7 +171,7 @@ fn idle_connection_is_dropped_and_the_next_client_served(model: Model) {
     let mut half = RawPeer::connect(&server);
     half.send(&raw_request(1, 1, 5, b"a.txt")[..100]);
     let started = Instant::now();
-    fetch_and_compare(&server, "a.txt", b"hello");
+    server.fetch_expecting("a.txt", b"hello");
     assert!(
         idle.closed_within(PATIENCE),
         "the idle connection is dropped"
@@ -228,7 +209,7 @@ fn vanished_client_does_not_stop_the_server(model: Model) {
         "{}",
         server.log_text()
     );
-    fetch_and_compare(&server, "big.bin", &big);
+    server.fetch_expecting("big.bin", &big);
     assert!(process_exists(server.pid));
 }
 
@@ -260,7 +241,7 @@ fn killed_client_does_not_stop_the_server(model: Model) {
         0,
         "no partial file"
     );
-    fetch_and_compare(&server, "big.bin", &big);
+    server.fetch_expecting("big.bin", &big);
 }
 
 fn links_out_of_the_directory_are_refused(model: Model) {
@@ -322,7 +303,7 @@ fn bad_name_lengths_get_invalid_filename(model: Model) {
             2
         );
     }
-    fetch_and_compare(&server, "a", b"a");
+    server.fetch_expecting("a", b"a");
 }
 
 fn sigterm_while_idle_exits_promptly(model: Model) {
@@ -493,7 +474,7 @@ fn burst_of_connections_sees_no_syn_drop(model: Model) {
     // A dropped SYN is retransmitted after a second at the earliest.
     assert!(took < Duration::from_millis(900), "the burst took {took:?}");
     drop(streams);
-    fetch_and_compare(&server, "a.txt", b"hello");
+    server.fetch_expecting("a.txt", b"hello");
 }
 
 fn unknown_reply_byte_closes_the_connection(model: Model) {

@@ -235,6 +235,24 @@ impl ServerProcess {
         open_fds(self.pid)
     }
 
+    /// Fetches `name` with the real client and checks that exactly
+    /// `expected` arrived and that nothing else was left beside it.
+    pub fn fetch_expecting(&self, name: &str, expected: &[u8]) {
+        let out = tempfile::tempdir().expect("temp dir");
+        let destination = out.path().join(name);
+        let output = self.fetch(name, "100M", &destination);
+        assert!(
+            output.status.success(),
+            "fetching {name} failed: {}\nserver log:\n{}",
+            stderr_of(&output),
+            self.log_text()
+        );
+        let received = std::fs::read(&destination).expect("downloaded file");
+        assert!(received == expected, "{name}: content differs");
+        let left = std::fs::read_dir(out.path()).expect("list").count();
+        assert_eq!(left, 1, "only the file itself is left");
+    }
+
     /// A request for `name` by the real client, into `out`.
     pub fn fetch(&self, name: &str, max_size: &str, out: &Path) -> Output {
         run_client(self.port(), name, max_size, out, &[])
