@@ -259,19 +259,20 @@ impl Lifecycle {
         deadline: Option<Instant>,
     ) -> io::Result<Wake> {
         let wake = self.wake.borrow();
-        let mut fds = Vec::with_capacity(2);
-        fds.push(PollFd::new(wake.read.as_fd(), PollFlags::POLLIN));
-        if let Some((fd, events)) = fd {
-            fds.push(PollFd::new(fd, events));
-        }
+        let signals = || PollFd::new(wake.read.as_fd(), PollFlags::POLLIN);
+        // Every wait of a transfer comes through here: a fixed array, not a
+        // heap allocation per wait.
+        let (mut fds, watched) = match fd {
+            Some((fd, events)) => ([signals(), PollFd::new(fd, events)], 2),
+            None => ([signals(), signals()], 1),
+        };
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(deadline) => poll_timeout(deadline.saturating_duration_since(Instant::now())),
         };
-        let polled = poll(&mut fds, timeout);
+        let polled = poll(&mut fds[..watched], timeout);
         let signalled = fds[0].any().unwrap_or(false);
-        let ready = fds.get(1).is_some_and(|fd| fd.any().unwrap_or(false));
-        drop(fds);
+        let ready = watched == 2 && fds[1].any().unwrap_or(false);
         drop(wake);
         match polled {
             Ok(0) => Ok(Wake::TimedOut),
