@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tcpfile::bench::{self, Config};
-use tcpfile::cli::{VERSION, parse_or_exit, parse_seconds};
+use tcpfile::cli::{VERSION, parse_or_exit, parse_timeout};
 use tcpfile::client::parse_size;
 use tcpfile::protocol::FileName;
 
@@ -41,10 +41,10 @@ struct Cli {
     #[arg(short = 'n', long, value_name = "N", default_value_t = 1000)]
     requests: u64,
     /// Stop after SECS even if requests remain; those in flight are abandoned
-    #[arg(short, long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
+    #[arg(short, long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
     duration: Duration,
     /// Seconds one request may take, from connect to the last byte
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
     timeout: Duration,
     /// Event loops sharing the connections; one is enough unless the
     /// generator itself saturates a core
