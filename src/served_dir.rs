@@ -94,8 +94,14 @@ impl ServedDir {
     }
 
     fn open_beneath(&self, name: &FileName) -> Result<OwnedFd, Errno> {
-        // O_NONBLOCK: opening a FIFO must not wait for a writer.
-        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        // O_NONBLOCK: opening a FIFO must not wait for a writer. O_LARGEFILE:
+        // libc adds it to open(2) for us, but openat2(2) is called raw, and a
+        // 32-bit kernel would refuse files over 2 GiB without it.
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY
+            | OFlag::O_LARGEFILE;
         let handle = self.handle.borrow();
         match self.resolver.get() {
             Resolver::Beneath => openat2(
