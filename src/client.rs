@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::destination::Destination;
 use crate::protocol::{
     ClientReply, FileName, FileRequest, FileResponse, Hex, MessageType, RESPONSE_LEN, Status,
     StatusCode,
 };
-use crate::transfer::{
-    AtomicFile, ContentCopier, CopyError, ShortRead, describe_rate, read_exact_counted,
-};
+use crate::transfer::{ContentCopier, CopyError, ShortRead, describe_rate, read_exact_counted};
 
 /// The client's exit codes, one per way a fetch can end.
 pub mod exit_code {
@@ -123,7 +122,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Fetches one file; see [`Failure`] for every way it can end early. Nothing
 /// is written at the destination unless the whole file arrived.
 pub fn fetch(request: &Request) -> Result<Fetched, Failure> {
-    let mut staged = AtomicFile::create(&request.output)
+    let mut destination = Destination::open(&request.output)
         .map_err(|error| Failure::Local(format!("cannot write the file: {error}")))?;
     let (mut stream, response) = ask(request)?;
     let size = match judge_response(&response, request.protocol_version, request.max_size) {
@@ -141,8 +140,8 @@ pub fn fetch(request: &Request) -> Result<Fetched, Failure> {
 
     log::info!("receiving {size} bytes into {}", request.output.display());
     let started = Instant::now();
-    receive(&mut stream, staged.file(), size, request.progress)?;
-    staged.persist().map_err(|error| {
+    receive(&mut stream, destination.file(), size, request.progress)?;
+    destination.finish().map_err(|error| {
         Failure::Local(format!(
             "cannot put {} in place: {error}",
             request.output.display()

@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod destination;
 pub mod handler;
 pub mod lifecycle;
 pub mod logging;

@@ -1,24 +1,16 @@
-//! Moving bytes: exact reads, the chunked `sendfile` loop, and files that
-//! appear at their destination only when complete.
+//! Moving bytes: exact reads, the chunked `sendfile` loop, and the client's
+//! copy from the socket into its destination (see [`crate::destination`]).
 
-use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{
-    AT_FDCWD, AtFlags, FcntlArg, OFlag, SpliceFFlags, open, openat, renameat, splice,
-};
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, splice};
 use nix::poll::PollFlags;
 use nix::sys::sendfile::sendfile;
-use nix::sys::stat::Mode;
-use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::lifecycle::{Lifecycle, Wake};
 
@@ -352,222 +344,9 @@ pub fn read_exact_counted(reader: &mut impl Read, buf: &mut [u8]) -> Result<(), 
     Ok(())
 }
 
-/// A file that is written beside its destination and appears under the
-/// destination's name only when [`AtomicFile::persist`] is called. Until then
-/// an existing file of that name stays as it was, and if the process ends
-/// first, nothing is left behind.
-pub struct AtomicFile {
-    file: File,
-    dir: OwnedFd,
-    final_name: OsString,
-    staging: Staging,
-}
-
-enum Staging {
-    /// O_TMPFILE: the kernel discards the file if the process dies, even by
-    /// SIGKILL.
-    Anonymous,
-    /// For file systems without O_TMPFILE: a hidden name, removed on drop.
-    Named(OsString),
-}
-
-static STAGING_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn staging_name(final_name: &OsStr) -> OsString {
-    let mut name = OsString::from(".");
-    name.push(final_name);
-    name.push(format!(
-        ".tcpfile-{}-{}.part",
-        std::process::id(),
-        STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    name
-}
-
-impl AtomicFile {
-    /// Prepares to write `destination`. Fails at once if its folder cannot take
-    /// a new file or the destination is a directory.
-    pub fn create(destination: &Path) -> io::Result<AtomicFile> {
-        let final_name = destination
-            .file_name()
-            .filter(|name| name.as_bytes() != b"..")
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} does not name a file", destination.display()),
-                )
-            })?
-            .to_os_string();
-        if destination.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                format!("{} is a directory", destination.display()),
-            ));
-        }
-        let folder = match destination.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let dir = open(
-            folder,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| with_path(errno, folder))?;
-        let mode = Mode::from_bits_truncate(0o666);
-        let tmpfile = OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
-        let (fd, staging) = match openat(dir.as_fd(), ".", tmpfile, mode) {
-            Ok(fd) => (fd, Staging::Anonymous),
-            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
-                let name = staging_name(&final_name);
-                let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
-                let fd = openat(dir.as_fd(), name.as_os_str(), flags, mode)
-                    .map_err(|errno| with_path(errno, folder))?;
-                (fd, Staging::Named(name))
-            }
-            Err(errno) => return Err(with_path(errno, folder)),
-        };
-        Ok(AtomicFile {
-            file: File::from(fd),
-            dir,
-            final_name,
-            staging,
-        })
-    }
-
-    pub fn file(&mut self) -> &mut File {
-        &mut self.file
-    }
-
-    /// Puts the complete file in place under its destination's name,
-    /// replacing any file of that name in one step.
-    pub fn persist(mut self) -> io::Result<()> {
-        let staged = match std::mem::replace(&mut self.staging, Staging::Anonymous) {
-            Staging::Named(name) => name,
-            Staging::Anonymous => {
-                let name = staging_name(&self.final_name);
-                let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-                linkat(
-                    AT_FDCWD,
-                    proc_path.as_str(),
-                    self.dir.as_fd(),
-                    name.as_os_str(),
-                    AtFlags::AT_SYMLINK_FOLLOW,
-                )
-                .or_else(|_| {
-                    // Without /proc, linking the descriptor itself needs
-                    // CAP_DAC_READ_SEARCH, which root in a container has.
-                    linkat(
-                        self.file.as_fd(),
-                        "",
-                        self.dir.as_fd(),
-                        name.as_os_str(),
-                        AtFlags::AT_EMPTY_PATH,
-                    )
-                })?;
-                name
-            }
-        };
-        let renamed = renameat(
-            self.dir.as_fd(),
-            staged.as_os_str(),
-            self.dir.as_fd(),
-            self.final_name.as_os_str(),
-        );
-        if renamed.is_err() {
-            let _ = unlinkat(
-                self.dir.as_fd(),
-                staged.as_os_str(),
-                UnlinkatFlags::NoRemoveDir,
-            );
-        }
-        Ok(renamed?)
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if let Staging::Named(name) = &self.staging {
-            let _ = unlinkat(
-                self.dir.as_fd(),
-                name.as_os_str(),
-                UnlinkatFlags::NoRemoveDir,
-            );
-        }
-    }
-}
-
-fn with_path(errno: Errno, path: &Path) -> io::Error {
-    let error = io::Error::from(errno);
-    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .expect("read dir")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn atomic_file_appears_only_when_persisted() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let destination = dir.path().join("out.bin");
-        let mut staged = AtomicFile::create(&destination).expect("create");
-        staged.file().write_all(b"content").expect("write");
-        assert!(
-            entries(dir.path()).is_empty(),
-            "nothing visible before persist"
-        );
-        staged.persist().expect("persist");
-        assert_eq!(entries(dir.path()), ["out.bin"]);
-        assert_eq!(std::fs::read(&destination).expect("read"), b"content");
-    }
-
-    #[test]
-    fn dropped_atomic_file_leaves_existing_file_untouched() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let destination = dir.path().join("keep.txt");
-        std::fs::write(&destination, b"old").expect("write");
-        let mut staged = AtomicFile::create(&destination).expect("create");
-        staged.file().write_all(b"new and partial").expect("write");
-        drop(staged);
-        assert_eq!(entries(dir.path()), ["keep.txt"]);
-        assert_eq!(std::fs::read(&destination).expect("read"), b"old");
-    }
-
-    #[test]
-    fn persisted_atomic_file_replaces_existing_file() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let destination = dir.path().join("keep.txt");
-        std::fs::write(&destination, b"old").expect("write");
-        let mut staged = AtomicFile::create(&destination).expect("create");
-        staged.file().write_all(b"new").expect("write");
-        staged.persist().expect("persist");
-        assert_eq!(entries(dir.path()), ["keep.txt"]);
-        assert_eq!(std::fs::read(&destination).expect("read"), b"new");
-    }
-
-    #[test]
-    fn atomic_file_refuses_a_directory_destination() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let error = AtomicFile::create(dir.path())
-            .err()
-            .expect("a directory is refused");
-        assert!(error.to_string().contains("is a directory"), "{error}");
-    }
 
     /// Sends `content` over a loopback connection and copies it into `file`
     /// with a [`ContentCopier`] until the sender closes.

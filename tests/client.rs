@@ -378,3 +378,254 @@ fn probe_checks_the_protocol_without_writing() {
         "a zeroed header is not a response"
     );
 }
+
+/// The staging files in `dir`: what a fetch writes before the file is whole,
+/// on file systems without anonymous temporary files.
+fn staging_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with(".tcpfile-") && name.ends_with(".part"))
+        .collect()
+}
+
+#[test]
+fn the_longest_names_are_saved_with_and_without_anonymous_staging() {
+    let fixture = Fixture::new();
+    let name = "n".repeat(255);
+    fixture.add(&name, b"a long name");
+    let server = ServerProcess::start(Model::Iterative, fixture.path());
+    let out = tempfile::tempdir().expect("temp dir");
+
+    let anonymous = server.fetch(&name, "1K", &out.path().join(&name));
+    assert!(anonymous.status.success(), "{}", stderr_of(&anonymous));
+    std::fs::remove_file(out.path().join(&name)).expect("remove");
+
+    let mut named = client_command(server.port(), &name, "1K", &out.path().join(&name), &[]);
+    if !deny_o_tmpfile(&mut named) {
+        skip(
+            "the_longest_names_are_saved_with_and_without_anonymous_staging",
+            "no seccomp filter under an emulator: the named staging file is not tested",
+        );
+        return;
+    }
+    let output = named.output().expect("run the client");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(
+        std::fs::read(out.path().join(&name)).expect("read"),
+        b"a long name"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).expect("list").count(), 1);
+}
+
+/// Starts the real client on `name` through a relay that holds the transfer
+/// after its first MiB, writing into `out` with named staging files, and
+/// returns it mid-transfer, with its staging file visible. `None` where
+/// named staging cannot be forced.
+fn client_held_mid_transfer(relay: &Relay, name: &str, out: &Path) -> Option<std::process::Child> {
+    let mut command = client_command(relay.port(), name, "100M", &out.join(name), &[]);
+    if !deny_o_tmpfile(&mut command) {
+        return None;
+    }
+    let client = command
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the client");
+    assert!(relay.wait_holding(PATIENCE), "the transfer never started");
+    assert_eq!(
+        staging_files(out).len(),
+        1,
+        "the fetch stages into a named file"
+    );
+    Some(client)
+}
+
+#[test]
+fn stop_signals_remove_the_named_staging_file() {
+    let fixture = Fixture::new();
+    fixture.add_random("big.bin", 8 * 1024 * 1024);
+    let server = ServerProcess::start(Model::Iterative, fixture.path());
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+    ] {
+        let out = tempfile::tempdir().expect("temp dir");
+        std::fs::write(out.path().join("big.bin"), b"the old version").expect("write");
+        let relay = Relay::start(server.addr, 1024 * 1024);
+        let Some(mut client) = client_held_mid_transfer(&relay, "big.bin", out.path()) else {
+            skip(
+                "stop_signals_remove_the_named_staging_file",
+                "no seccomp filter under an emulator",
+            );
+            return;
+        };
+        signal_each(&[client.id() as i32], signal);
+        let status = client.wait().expect("wait for the client");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(signal as i32), "ended by {signal}");
+        assert!(
+            staging_files(out.path()).is_empty(),
+            "{signal} left the staging file"
+        );
+        assert_eq!(
+            std::fs::read(out.path().join("big.bin")).expect("read"),
+            b"the old version"
+        );
+        relay.release();
+    }
+}
+
+#[test]
+fn a_staging_file_left_by_sigkill_is_removed_by_the_next_fetch() {
+    let fixture = Fixture::new();
+    let content = fixture.add_random("big.bin", 8 * 1024 * 1024);
+    let server = ServerProcess::start(Model::Iterative, fixture.path());
+    let out = tempfile::tempdir().expect("temp dir");
+    let relay = Relay::start(server.addr, 1024 * 1024);
+    let Some(mut client) = client_held_mid_transfer(&relay, "big.bin", out.path()) else {
+        skip(
+            "a_staging_file_left_by_sigkill_is_removed_by_the_next_fetch",
+            "no seccomp filter under an emulator",
+        );
+        return;
+    };
+    client.kill().expect("SIGKILL the client");
+    client.wait().expect("reap the client");
+    relay.release();
+    let left = staging_files(out.path());
+    assert_eq!(left.len(), 1, "SIGKILL leaves the staging file: {left:?}");
+
+    // A fetch soon after leaves it: it might still be some live fetch's.
+    let next = |name: &str| {
+        let mut command = client_command(
+            server.port(),
+            "big.bin",
+            "100M",
+            &out.path().join(name),
+            &[],
+        );
+        assert!(deny_o_tmpfile(&mut command));
+        let output = command.output().expect("run the client");
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        output
+    };
+    next("first.bin");
+    assert_eq!(staging_files(out.path()), left);
+
+    // Once it has not changed for a minute, and nobody holds it, it is gone.
+    let then = std::time::SystemTime::now() - Duration::from_secs(120);
+    std::fs::File::options()
+        .write(true)
+        .open(out.path().join(&left[0]))
+        .and_then(|file| file.set_modified(then))
+        .expect("age the staging file");
+    let output = next("second.bin");
+    assert!(staging_files(out.path()).is_empty());
+    assert!(
+        stderr_of(&output).contains("left behind by an interrupted fetch"),
+        "{}",
+        stderr_of(&output)
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("second.bin")).expect("read"),
+        content
+    );
+}
+
+#[test]
+fn output_to_stdout_on_a_pipe_streams_the_content() {
+    let fixture = Fixture::new();
+    let content = fixture.add_random("a.bin", 300_000);
+    let server = ServerProcess::start(Model::Iterative, fixture.path());
+    let output = client_command(server.port(), "a.bin", "1M", Path::new("/dev/stdout"), &[])
+        .output()
+        .expect("run the client");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(
+        output.stdout == content,
+        "stdout carries the file, byte-exact"
+    );
+}
+
+#[test]
+fn devices_are_written_or_refused_and_never_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let fixture = Fixture::new();
+    fixture.add_random("a.bin", 100_000);
+    let server = ServerProcess::start(Model::Iterative, fixture.path());
+    let out = tempfile::tempdir().expect("temp dir");
+
+    // Refused before connecting: to a port nobody listens on, the client
+    // would otherwise fail to connect (exit 2).
+    let closed_port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let socket = out.path().join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let refused = run_client(closed_port, "a.bin", "1M", &socket, &[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("is a socket"),
+        "{}",
+        stderr_of(&refused)
+    );
+    assert!(
+        std::fs::metadata(&socket)
+            .expect("stat")
+            .file_type()
+            .is_socket()
+    );
+
+    if !running_as_root() {
+        skip(
+            "devices_are_written_or_refused_and_never_replaced",
+            "device nodes need root: the character and block device cases are not tested",
+        );
+        return;
+    }
+    let node = |name: &str, kind: nix::sys::stat::SFlag, major: u64, minor: u64| {
+        let path = out.path().join(name);
+        nix::sys::stat::mknod(
+            &path,
+            kind,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .expect("mknod");
+        path
+    };
+    // Major 1, minor 3: the null device.
+    let null = node("null", nix::sys::stat::SFlag::S_IFCHR, 1, 3);
+    let written = server.fetch("a.bin", "1M", &null);
+    assert!(written.status.success(), "{}", stderr_of(&written));
+    assert!(
+        std::fs::metadata(&null)
+            .expect("stat")
+            .file_type()
+            .is_char_device()
+    );
+
+    // Major 7: a loop device; nothing is ever written to a block device.
+    let block = node("block", nix::sys::stat::SFlag::S_IFBLK, 7, 200);
+    let refused = run_client(closed_port, "a.bin", "1M", &block, &[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("is a block device"),
+        "{}",
+        stderr_of(&refused)
+    );
+    assert!(
+        std::fs::metadata(&block)
+            .expect("stat")
+            .file_type()
+            .is_block_device()
+    );
+}

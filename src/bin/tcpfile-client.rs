@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tcpfile::cli::{VERSION, Verbosity, parse_or_exit, parse_seconds};
+use tcpfile::cli::{VERSION, Verbosity, parse_or_exit, parse_seconds, parse_timeout};
 use tcpfile::client::{self, Progress, Request, exit_code};
+use tcpfile::destination;
 use tcpfile::logging::{self, Style};
 use tcpfile::protocol::{FileName, PROTOCOL_VERSION};
 
@@ -28,7 +29,7 @@ struct Cli {
     #[arg(short, long, value_name = "PATH")]
     output: Option<PathBuf>,
     /// Seconds allowed for connecting and for every read
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
     timeout: Duration,
     /// Keep retrying for up to SECS while the server does not answer yet
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
@@ -59,6 +60,10 @@ fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigIgn,
         )
     };
+
+    if let Err(error) = destination::remove_staging_file_on_stop_signals() {
+        log::warn!("a stop signal may leave a staging file behind: {error}");
+    }
 
     let name = match FileName::parse(cli.filename.as_bytes()) {
         Ok(name) => name,

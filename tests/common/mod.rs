@@ -795,3 +795,93 @@ pub fn signal_each(pids: &[i32], signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal a process");
     }
 }
+
+/// Whether the tests run as root, which some of them need.
+pub fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Says that `test` skips a check it cannot make here, and why: on stderr,
+/// and in the file `TCPFILE_SKIP_LOG` names, from which `ci/test.sh` counts
+/// and lists the skips of each run.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("SKIPPED {test}: {reason}");
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("TCPFILE_SKIP_LOG") {
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut log| writeln!(log, "{line}"));
+        if let Err(error) = written {
+            panic!("cannot record the skip in {path}: {error}");
+        }
+    }
+}
+
+/// Makes `openat` with `O_TMPFILE` fail with EOPNOTSUPP in the process
+/// `command` starts, as it does on vfat, NFS and many FUSE file systems, so
+/// that the client's named staging files can be tested on any file system.
+/// A seccomp filter does it, which works for static binaries too (an
+/// `LD_PRELOAD` shim would not). Returns false, and the test must skip, under
+/// an emulator, whose own system calls a guest's filter must not judge.
+pub fn deny_o_tmpfile(command: &mut Command) -> bool {
+    use std::os::unix::process::CommandExt;
+    if under_emulation() {
+        return false;
+    }
+    // The third argument of openat(dirfd, path, flags, mode): the low half of
+    // seccomp_data.args[2] (at byte 32 of the structure, on little-endian).
+    const FLAGS_OFFSET: u32 = 32;
+    let tmpfile_bit = (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32;
+    let errno = libc::EOPNOTSUPP as u32;
+    let openat = libc::SYS_openat as u32;
+    // SAFETY: prctl is async-signal-safe and reads only the filter, which
+    // lives on this stack frame for the duration of the call.
+    unsafe {
+        command.pre_exec(move || {
+            let mut filter = [
+                libc::BPF_STMT((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 0),
+                libc::BPF_JUMP(
+                    (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                    openat,
+                    0,
+                    3,
+                ),
+                libc::BPF_STMT(
+                    (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                    FLAGS_OFFSET,
+                ),
+                libc::BPF_JUMP(
+                    (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+                    tmpfile_bit,
+                    0,
+                    1,
+                ),
+                libc::BPF_STMT(
+                    (libc::BPF_RET | libc::BPF_K) as u16,
+                    libc::SECCOMP_RET_ERRNO | errno,
+                ),
+                libc::BPF_STMT(
+                    (libc::BPF_RET | libc::BPF_K) as u16,
+                    libc::SECCOMP_RET_ALLOW,
+                ),
+            ];
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_mut_ptr(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &program as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    true
+}
