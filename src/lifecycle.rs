@@ -114,22 +114,9 @@ impl WakePipe {
     }
 }
 
-/// Which role a process plays, which decides what SIGINT means to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// A server's main process: SIGINT and SIGTERM both stop it.
-    Main,
-    /// A forked child: a terminal's Ctrl-C reaches the whole process group, so
-    /// a child ignores SIGINT and stops on the SIGTERM its parent forwards;
-    /// otherwise one Ctrl-C would count twice in the child and cut its
-    /// transfer short.
-    Child,
-}
-
 pub struct Lifecycle {
     wake: std::cell::RefCell<WakePipe>,
     grace: Duration,
-    role: Cell<Role>,
     stops_seen: Cell<u32>,
     stop_requested_at: Cell<Option<Instant>>,
     forced: Cell<bool>,
@@ -153,7 +140,6 @@ impl Lifecycle {
         Ok(Lifecycle {
             wake: std::cell::RefCell::new(wake),
             grace,
-            role: Cell::new(Role::Main),
             stops_seen: Cell::new(0),
             stop_requested_at: Cell::new(None),
             forced: Cell::new(false),
@@ -164,14 +150,19 @@ impl Lifecycle {
     /// Called in a freshly forked child, with the signals still held: gives
     /// it a wake-up pipe of its own, makes it stop on SIGTERM only, and makes
     /// the death of its parent send it SIGTERM, so no child outlives its server.
+    /// A child never shuts the shared listening socket down: that would stop
+    /// every process of the server, when only this one was told to stop.
     pub fn become_child(&self, parent: nix::unistd::Pid) -> io::Result<()> {
         *self.wake.borrow_mut() = WakePipe::new()?;
-        self.role.set(Role::Child);
+        self.listener.set(None);
         STOP_SIGNALS.store(0, Ordering::SeqCst);
         CHILD_EXITED.store(false, Ordering::SeqCst);
         self.stops_seen.set(0);
         self.stop_requested_at.set(None);
         self.forced.set(false);
+        // A terminal's Ctrl-C reaches the whole process group: a child
+        // ignores SIGINT and stops on the SIGTERM its parent forwards, or one
+        // Ctrl-C would count twice in it and cut its transfer short.
         // SAFETY: SIG_IGN installs no handler code.
         unsafe { nix::sys::signal::signal(Signal::SIGINT, SigHandler::SigIgn) }?;
         nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
@@ -189,11 +180,6 @@ impl Lifecycle {
     /// waiting for a server that is going away.
     pub fn stop_listening_on_stop(&self, listener: RawFd) {
         self.listener.set(Some(listener));
-    }
-
-    /// For a child that has closed its copy of the listening socket.
-    pub fn forget_listener(&self) {
-        self.listener.set(None);
     }
 
     /// A stop signal has arrived.

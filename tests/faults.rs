@@ -1056,3 +1056,74 @@ mod soak {
         }
     }
 }
+
+/// The processes of user `uid` still alive.
+fn processes_of(uid: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("list /proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| process_exists(pid) && status_field(pid, "Uid") == Some(u64::from(uid)))
+        .collect()
+}
+
+#[test]
+fn preforked_server_that_cannot_start_every_worker_stops_those_it_started() {
+    if !running_as_root() {
+        skip(
+            "preforked_server_that_cannot_start_every_worker_stops_those_it_started",
+            "running the server as another user with a process limit needs root",
+        );
+        return;
+    }
+    let fixture = Fixture::new();
+    std::fs::set_permissions(fixture.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("let another user read the served directory");
+    let uid = unused_uid();
+    let mut command = common::command("tcpfile-server-preforked");
+    command
+        .args(["127.0.0.1", "0"])
+        .arg(fixture.path())
+        .args(["5", "--timeout", "5"]);
+    // Three processes for the user: the server and two workers; the third
+    // fork fails. Set before the user changes, while root may still set it.
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the
+    // parent.
+    unsafe {
+        command.pre_exec(|| setrlimit(Resource::RLIMIT_NPROC, 3, 3).map_err(Into::into));
+    }
+    run_as(&mut command, uid);
+    let mut server = ServerProcess::spawn(command);
+
+    let status = server.wait_exit(PATIENCE).expect("the server gives up");
+    assert_eq!(status.code(), Some(1), "{}", server.log_text());
+    let log = server.log_text();
+    assert!(
+        log.contains("cannot start worker ") && log.contains(" of 5: fork failed: EAGAIN"),
+        "{log}"
+    );
+    assert!(
+        log.contains("RLIMIT_NPROC"),
+        "the log says what ran out: {log}"
+    );
+    // Stopped and reaped by the server before it exits, not merely left to
+    // notice its death.
+    let started: Vec<i32> = server
+        .log_lines()
+        .iter()
+        .filter_map(|line| {
+            line.split("worker ")
+                .nth(1)?
+                .strip_suffix(" started")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!started.is_empty(), "some workers started: {log}");
+    for pid in &started {
+        assert!(
+            log.contains(&format!("worker (PID {pid}) exited with status 0")),
+            "worker {pid} was not stopped: {log}"
+        );
+    }
+    assert_eq!(processes_of(uid), Vec::<i32>::new(), "workers left running");
+}

@@ -275,3 +275,161 @@ fn missing_directory_fails_before_binding() {
         }
     }
 }
+
+/// A connection that asked for `name`, said it is ready, read a little and
+/// then stopped reading, through a small receive window: the transfer stalls
+/// in the middle, holding its serving process.
+fn stalled_transfer(addr: std::net::SocketAddr, name: &str) -> RawPeer {
+    let mut peer = RawPeer::connect_small_window(addr, 8192);
+    peer.request(name);
+    assert!(peer.response().file_size > 0);
+    peer.send(&ClientReply::ReadyToReceive.encode());
+    let mut first = [0u8; 4096];
+    peer.stream.read_exact(&mut first).expect("first bytes");
+    peer
+}
+
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// The parent killed by SIGKILL cannot stop its children: they must notice
+/// its death themselves, let transfers finish within `--grace`, and go,
+/// giving the port back.
+fn killed_parent_leaves_nothing_behind(model: Model) {
+    let fixture = Fixture::new();
+    fixture.add_random("big.bin", 16 * 1024 * 1024);
+    let mut server = ServerProcess::start_with(model, fixture.path(), &["--grace", "1"]);
+    let _stalled = stalled_transfer(server.addr, "big.bin");
+    assert!(wait_until(PATIENCE, || !server.children().is_empty()));
+    if let Model::Preforked(workers) = model {
+        assert!(wait_until(PATIENCE, || server.children().len() == workers as usize));
+    }
+    let children = server.children();
+
+    server.signal(Signal::SIGKILL);
+    server.wait_exit(PATIENCE).expect("the parent dies");
+    let killed = Instant::now();
+    let within = Duration::from_secs(if under_emulation() { 4 } else { 2 });
+    let gone = wait_until(within, || children.iter().all(|&pid| !process_exists(pid)));
+    let left: Vec<i32> = children
+        .iter()
+        .copied()
+        .filter(|&pid| process_exists(pid))
+        .collect();
+    assert!(
+        gone,
+        "children {left:?} outlived their parent by {within:?}"
+    );
+    assert!(
+        wait_until(
+            within.saturating_sub(killed.elapsed()) + Duration::from_millis(200),
+            || { port_is_free(server.port()) }
+        ),
+        "port {} is still taken after the parent's death",
+        server.port()
+    );
+}
+
+#[test]
+fn killed_parallel_server_leaves_nothing_behind() {
+    killed_parent_leaves_nothing_behind(Model::Parallel(4));
+}
+
+#[test]
+fn killed_preforked_server_leaves_nothing_behind() {
+    killed_parent_leaves_nothing_behind(Model::Preforked(3));
+}
+
+#[test]
+fn sigterm_to_one_preforked_worker_stops_only_that_worker() {
+    let fixture = Fixture::new();
+    fixture.add("a.txt", b"hello");
+    let server = ServerProcess::start(Model::Preforked(3), fixture.path());
+    assert!(wait_until(PATIENCE, || server.children().len() == 3));
+    let before = server.children();
+    let victim = before[0];
+
+    signal_each(&[victim], Signal::SIGTERM);
+    assert!(
+        server.wait_for_log(&format!("replacing worker {victim}"), PATIENCE),
+        "the worker is replaced: {}",
+        server.log_text()
+    );
+    assert!(wait_until(PATIENCE, || {
+        let now = server.children();
+        now.len() == 3 && !now.contains(&victim)
+    }));
+    let now = server.children();
+    assert!(
+        before[1..].iter().all(|pid| now.contains(pid)),
+        "the other workers go on: {before:?} became {now:?}"
+    );
+    let exit_line = server
+        .log_lines()
+        .into_iter()
+        .find(|line| line.contains(&format!("worker {victim} exited with status 0")))
+        .expect("the worker's exit is logged");
+    assert!(
+        exit_line.contains(" INFO "),
+        "a requested stop is no warning: {exit_line}"
+    );
+    assert_eq!(
+        server.count_in_log("SIGTERM received"),
+        1,
+        "only the worker stopped"
+    );
+
+    let out = tempfile::tempdir().expect("temp dir");
+    for round in 0..6 {
+        let destination = out.path().join(format!("a-{round}"));
+        let output = server.fetch("a.txt", "1K", &destination);
+        assert!(output.status.success(), "{}", stderr_of(&output));
+    }
+}
+
+#[test]
+fn durations_beyond_a_day_or_nonsense_are_usage_errors() {
+    let fixture = Fixture::new();
+    for (option, value) in [
+        ("--timeout", "1e19"),
+        ("--timeout", "86401"),
+        ("--timeout", "0"),
+        ("--grace", "1e19"),
+        ("--grace", "-1"),
+        ("--grace", "NaN"),
+    ] {
+        let output = command("tcpfile-server-iterative")
+            .args(["127.0.0.1", "0"])
+            .arg(fixture.path())
+            .arg(format!("{option}={value}"))
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(2), "{option} {value}");
+        assert!(
+            output.stdout.is_empty(),
+            "nothing bound for {option} {value}"
+        );
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{option}")),
+            "{stderr}"
+        );
+    }
+    for (option, value) in [
+        ("--timeout", "1e19"),
+        ("--timeout", "0"),
+        ("--wait", "1e19"),
+    ] {
+        let output = command("tcpfile-client")
+            .args(["127.0.0.1", "9", "a.txt", "1K", option, value])
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(1), "client {option} {value}");
+        assert!(
+            stderr_of(&output).contains(&format!("'{value}'")),
+            "{}",
+            stderr_of(&output)
+        );
+    }
+}

@@ -32,6 +32,8 @@ for_each_model!(
     many_requests_leave_no_zombie_and_no_descriptor,
     burst_of_connections_sees_no_syn_drop,
     unknown_reply_byte_closes_the_connection,
+    stop_ends_a_stalled_transfer_at_the_grace_period,
+    files_over_4_gib_are_offered_with_their_size,
 );
 
 fn transfers_are_byte_exact(model: Model) {
@@ -490,4 +492,98 @@ fn unknown_reply_byte_closes_the_connection(model: Model) {
         "no content after an unknown reply"
     );
     assert!(server.wait_for_log("unknown client reply 0x09", PATIENCE));
+}
+
+fn stop_ends_a_stalled_transfer_at_the_grace_period(model: Model) {
+    let fixture = Fixture::new();
+    let content = fixture.add_random("big.bin", 16 * 1024 * 1024);
+    let mut server = ServerProcess::start_with(model, fixture.path(), &["--grace", "1"]);
+    // The client reads its first bytes and then nothing more: the transfer
+    // stalls, with most of the file unsent.
+    let (_peer, _first) = begin_slow_transfer(&server, "big.bin", content.len());
+    let serving = server.children();
+
+    server.signal(Signal::SIGTERM);
+    let sent = Instant::now();
+    let status = server.wait_exit(PATIENCE).expect("the server exits");
+    let took = sent.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", server.log_text());
+    let slack = Duration::from_millis(if under_emulation() { 900 } else { 500 });
+    assert!(
+        took >= Duration::from_millis(950),
+        "the transfer was cut after {took:?}, before its grace period of 1 s"
+    );
+    assert!(
+        took <= Duration::from_secs(1) + slack,
+        "the server took {took:?} to stop, not the grace period of 1 s"
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("grace period over: connection ended"),
+        "{}",
+        server.log_text()
+    );
+    assert_all_exit(&serving);
+}
+
+/// Serves a sparse file over 4 GiB on paper, with its last bytes known:
+/// offsets past 2 and 4 GiB are where 32-bit file offsets and sizes break.
+fn start_with_a_huge_file(model: Model, tail: &[u8]) -> (Fixture, ServerProcess, u64) {
+    use std::os::unix::fs::FileExt;
+    let fixture = Fixture::new();
+    let size: u64 = (4 << 30) + 4097;
+    let file = std::fs::File::create(fixture.path().join("huge.bin")).expect("create");
+    file.set_len(size).expect("make it sparse");
+    file.write_all_at(tail, size - tail.len() as u64)
+        .expect("write the tail");
+    drop(file);
+    let server = ServerProcess::start(model, fixture.path());
+    (fixture, server, size)
+}
+
+fn files_over_4_gib_are_offered_with_their_size(model: Model) {
+    let (_fixture, server, size) = start_with_a_huge_file(model, b"end");
+    let mut peer = RawPeer::connect(&server);
+    peer.request("huge.bin");
+    let response = peer.response();
+    assert_eq!(
+        response.status.known(),
+        Some(Status::Ok),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(response.file_size, size);
+    peer.send(&ClientReply::RefuseToReceive.encode());
+    assert!(peer.read_to_end().is_empty());
+}
+
+/// One model is enough to move every byte: the send loop is the same for
+/// the three, and over 4 GiB it is the slowest test.
+#[test]
+fn a_file_over_4_gib_arrives_whole() {
+    let tail = b"the very end";
+    let (_fixture, server, size) = start_with_a_huge_file(Model::Iterative, tail);
+    let mut peer = RawPeer::connect(&server);
+    peer.request("huge.bin");
+    assert_eq!(peer.response().file_size, size);
+    peer.send(&ClientReply::ReadyToReceive.encode());
+    let mut received: u64 = 0;
+    let mut chunk = vec![0u8; 1024 * 1024];
+    let mut last = Vec::new();
+    loop {
+        let n = peer.stream.read(&mut chunk).expect("read the content");
+        if n == 0 {
+            break;
+        }
+        received += n as u64;
+        if n >= tail.len() {
+            last.clear();
+        }
+        last.extend_from_slice(&chunk[..n]);
+        let surplus = last.len().saturating_sub(tail.len());
+        last.drain(..surplus);
+    }
+    assert_eq!(received, size, "every byte arrives, and no more");
+    assert_eq!(last, tail, "the bytes past 4 GiB are the file's");
 }

@@ -167,8 +167,7 @@ impl<'a> Acceptor<'a> {
     /// In a forked child that must not accept: closes the child's copies of
     /// the listening socket, so that once the parent closes its own, new
     /// connections are refused instead of queueing for nobody.
-    pub fn close_in_child(&mut self, lifecycle: &Lifecycle) {
-        lifecycle.forget_listener();
+    pub fn close_in_child(&mut self) {
         self.reserve = None;
         // SAFETY: called only in a child that ends with `process::exit`
         // without returning, so the listener's owner never closes the
@@ -367,7 +366,11 @@ pub fn fork_child(lifecycle: &Lifecycle, body: impl FnOnce() -> i32) -> nix::Res
             Ok(child)
         }
         nix::unistd::ForkResult::Child => {
-            let code = match lifecycle.become_child(parent) {
+            let set_up = lifecycle.become_child(parent);
+            // Only now, with the child's own wake-up pipe in place, may its
+            // signals arrive: the stop its parent forwards, the parent's death.
+            drop(held);
+            let code = match set_up {
                 Ok(()) => {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101)
                 }

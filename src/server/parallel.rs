@@ -51,7 +51,7 @@ pub fn run(args: &ServerArgs, max_children: usize) -> anyhow::Result<()> {
         // The closure owns the connection: the child serves it, and in the
         // parent the unused closure is dropped, which closes the parent's copy.
         let forked = fork_child(lifecycle, move || {
-            acceptor.close_in_child(lifecycle);
+            acceptor.close_in_child();
             i32::from(!handler.serve(stream, peer).completed())
         });
         match forked {

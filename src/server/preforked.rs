@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use nix::errno::Errno;
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::cli::ServerArgs;
@@ -24,10 +26,21 @@ pub fn run(args: &ServerArgs, workers: usize) -> anyhow::Result<()> {
     let server = Server::start(args, "preforked")?;
     let lifecycle = &server.lifecycle;
     let mut children = Children::default();
-    for _ in 0..workers {
-        let pid = spawn_worker(&server)?;
-        children.add(pid, "worker".to_string());
-        log::info!("worker {pid} started");
+    for number in 1..=workers {
+        match spawn_worker(&server) {
+            Ok(pid) => {
+                children.add(pid, "worker".to_string());
+                log::info!("worker {pid} started");
+            }
+            Err(errno) => {
+                // The workers already started would serve on, unsupervised.
+                children.stop_all(lifecycle);
+                bail!(
+                    "cannot start worker {number} of {workers}: fork failed: {errno}{}",
+                    fork_failure_hint(errno)
+                );
+            }
+        }
     }
 
     let mut quick_deaths = 0u32;
@@ -41,12 +54,23 @@ pub fn run(args: &ServerArgs, workers: usize) -> anyhow::Result<()> {
         if lifecycle.take_child_exited() {
             for reaped in children.reap() {
                 let lived = reaped.child.started.elapsed();
-                log::warn!(
+                // A worker that exits 0 was told to stop (by the stop of the
+                // whole server, or by a SIGTERM of its own); anything else
+                // is a crash.
+                let level = match reaped.status {
+                    WaitStatus::Exited(_, 0) => log::Level::Info,
+                    _ => log::Level::Warn,
+                };
+                log::log!(
+                    level,
                     "worker {} {} after {:.1} s",
                     reaped.pid,
                     describe_exit(reaped.status),
                     lived.as_secs_f64()
                 );
+                if lifecycle.stopping() {
+                    continue;
+                }
                 if lived < QUICK_DEATH {
                     quick_deaths += 1;
                     let doublings = quick_deaths.saturating_sub(1).min(16);
@@ -103,4 +127,15 @@ fn spawn_worker(server: &Server) -> nix::Result<Pid> {
             1
         }
     })
+}
+
+/// What a failed fork most likely ran into.
+fn fork_failure_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::EAGAIN => {
+            " (the limit on processes for this user, RLIMIT_NPROC, or the system's is reached)"
+        }
+        Errno::ENOMEM => " (out of memory)",
+        _ => "",
+    }
 }
