@@ -27,7 +27,7 @@ being name=NAME, the file name the request carries:
 
 Keys: count (connections asking for NAME, default 1), version, type,
 name_length, status, size, reply, content (the last content total, 0 when
-none), client_segments (client-to-server segments with data), experts (the
+none), client_segments (client-to-server segments with new data), experts (the
 dissector's expert infos, comma-separated, or none: the default). status,
 type and reply are compared with the names the dissector shows, or the
 number for a value the protocol does not define; - means no such message.
@@ -186,17 +186,18 @@ def connections_in(capture, lua, decode_as):
     segments = {}
     stream_of_frame = {}
     columns = ["frame.number", "tcp.stream", "ip.src", "ipv6.src", "tcp.srcport",
-               "ip.dst", "ipv6.dst", "tcp.dstport", "tcp.len"]
+               "ip.dst", "ipv6.dst", "tcp.dstport", "tcp.seq", "tcp.len"]
     output = tshark(capture, lua, decode_as, "tcp",
                     ["-T", "fields", "-E", "separator=/t"] + [f for column in columns for f in ("-e", column)])
     for line in output.splitlines():
-        number, stream, ip_src, ip6_src, src_port, ip_dst, ip6_dst, dst_port, length = line.split("\t")
+        number, stream, ip_src, ip6_src, src_port, ip_dst, ip6_dst, dst_port, seq, length = line.split("\t")
         to_server = dst_port in server_ports
         client = f"{ip_src or ip6_src}:{src_port}" if to_server else f"{ip_dst or ip6_dst}:{dst_port}"
         stream_of_frame[number] = stream
-        client_segments = segments.setdefault(stream, {"client": client, "count": 0})
+        client_segments = segments.setdefault(stream, {"client": client, "starts": set()})
+        # A segment sent again (a tail loss probe, say) has the same start.
         if to_server and int(length or 0) > 0:
-            client_segments["count"] += 1
+            client_segments["starts"].add(seq)
 
     summaries = {}
     pdml = tshark(capture, lua, decode_as, "tcpfile", ["-T", "pdml", "-J", "tcpfile"])
@@ -206,7 +207,7 @@ def connections_in(capture, lua, decode_as):
         summary = summaries.setdefault(stream, {
             "client": segments[stream]["client"], "name": "-", "version": "-", "type": "-",
             "name_length": "-", "status": "-", "size": "-", "reply": "-", "content": "0",
-            "client_segments": segments[stream]["count"], "experts": set(), "lua_errors": [],
+            "client_segments": len(segments[stream]["starts"]), "experts": set(), "lua_errors": [],
         })
         for field in packet.iter("field"):
             name = field.get("name", "")

@@ -155,7 +155,7 @@ local function name_problem(name)
     return nil
 end
 
-local function dissect_request(range, pinfo, tree, connection)
+local function dissect_request(range, pinfo, tree)
     local item = tree:add(fields.request, range)
     local version = range(0, 1):uint()
     local version_item = item:add(fields.request_version, range(0, 1))
