@@ -155,6 +155,14 @@ local function name_problem(name)
     return nil
 end
 
+-- A name as it can be shown in one line: in quotes, any byte that is not
+-- printable ASCII as \xNN.
+local function quoted(name)
+    return '"' .. name:gsub("[^\32-\126]", function(byte)
+        return string.format("\\x%02x", byte:byte())
+    end) .. '"'
+end
+
 local function dissect_request(range, pinfo, tree)
     local item = tree:add(fields.request, range)
     local version = range(0, 1):uint()
@@ -174,17 +182,19 @@ local function dissect_request(range, pinfo, tree)
     local name_range = range(4, math.min(name_length, NAME_FIELD_LEN))
     local name = name_range:string()
     item:add(fields.name, name_range, name)
+    local summary = quoted(name)
     if name_length == 0 or name_length > MAX_NAME_LEN then
         length_item:add_proto_expert_info(experts.bad_name_length,
             "Name length " .. name_length .. ": must be 1 to " .. MAX_NAME_LEN)
+        summary = "with name length " .. name_length
     else
         local problem = name_problem(name)
         if problem then
             item:add_proto_expert_info(experts.invalid_name, "Invalid file name: " .. problem)
         end
     end
-    item:append_text(string.format(": %q", name))
-    add_info(pinfo, string.format("Request %q", name))
+    item:append_text(" " .. summary)
+    add_info(pinfo, "Request " .. summary)
 end
 
 local function dissect_response(range, pinfo, tree, connection)
