@@ -2,7 +2,7 @@
 """Hand-made tcpfile peers and the capture check, for ci/dissector.sh.
 
   dissector.py client PORT NAME [--version N] [--type N] [--name-length N]
-                       [--reply N] [--split | --reply-with-request] [--address A]
+                       [--reply N] [--split] [--reply-with-request] [--address A]
       Sends a request built from its options (the name fills the 256-byte
       field, cut or padded), replies when the status is OK, reads until the
       server closes, and prints what it sent and got as an expectation line.
@@ -35,7 +35,6 @@ A connection that matches no line must show no expert info.
 """
 
 import argparse
-import collections
 import shlex
 import socket
 import subprocess
@@ -181,16 +180,21 @@ def shown_value(field):
 
 
 def connections_in(capture, lua, decode_as):
-    """A summary of each TCP connection that carried tcpfile data."""
+    """A summary of each TCP connection that carried tcpfile data, and the
+    Lua errors the dissector raised."""
     server_ports = {"7070"} | set(decode_as)
     segments = {}
     stream_of_frame = {}
+    lua_errors = []
     columns = ["frame.number", "tcp.stream", "ip.src", "ipv6.src", "tcp.srcport",
-               "ip.dst", "ipv6.dst", "tcp.dstport", "tcp.seq", "tcp.len"]
+               "ip.dst", "ipv6.dst", "tcp.dstport", "tcp.seq", "tcp.len", "_ws.expert.message"]
     output = tshark(capture, lua, decode_as, "tcp",
                     ["-T", "fields", "-E", "separator=/t"] + [f for column in columns for f in ("-e", column)])
     for line in output.splitlines():
-        number, stream, ip_src, ip6_src, src_port, ip_dst, ip6_dst, dst_port, seq, length = line.split("\t")
+        number, stream, ip_src, ip6_src, src_port, ip_dst, ip6_dst, dst_port, seq, length, experts = \
+            line.split("\t")
+        if "Lua Error" in experts:
+            lua_errors.append(f"frame {number}: {experts}")
         to_server = dst_port in server_ports
         client = f"{ip_src or ip6_src}:{src_port}" if to_server else f"{ip_dst or ip6_dst}:{dst_port}"
         stream_of_frame[number] = stream
@@ -207,12 +211,10 @@ def connections_in(capture, lua, decode_as):
         summary = summaries.setdefault(stream, {
             "client": segments[stream]["client"], "name": "-", "version": "-", "type": "-",
             "name_length": "-", "status": "-", "size": "-", "reply": "-", "content": "0",
-            "client_segments": len(segments[stream]["starts"]), "experts": set(), "lua_errors": [],
+            "client_segments": len(segments[stream]["starts"]), "experts": set(),
         })
         for field in packet.iter("field"):
             name = field.get("name", "")
-            if field.get("showname", "").startswith("Lua Error"):
-                summary["lua_errors"].append(f"frame {number}: {field.get('showname')}")
             if name == "tcpfile.request.name":
                 summary["name"] = field.get("show")
             elif name in NUMBER_FIELDS:
@@ -224,7 +226,7 @@ def connections_in(capture, lua, decode_as):
             elif name == "_ws.expert":
                 summary["experts"] |= {child.get("name").removeprefix("tcpfile.") for child in field
                                        if child.get("name", "").startswith("tcpfile.")}
-    return [summaries[stream] for stream in sorted(summaries, key=int)]
+    return [summaries[stream] for stream in sorted(summaries, key=int)], lua_errors
 
 
 def describe(summary):
@@ -244,6 +246,7 @@ def parse_expectations(text):
         pairs = dict(word.split("=", 1) for word in words if "=" in word)
         if not words[0].startswith("name=") or len(pairs) != len(words) or not set(pairs) - {"name"} <= EXPECTATION_KEYS:
             sys.exit(f"expectations, line {number}: not name=NAME followed by known key=value words: {line}")
+        pairs.setdefault("experts", "none")
         expectations.append(pairs)
     return expectations
 
@@ -251,11 +254,10 @@ def parse_expectations(text):
 def run_check(args):
     text = sys.stdin.read() if args.expectations == "-" else open(args.expectations, encoding="utf-8").read()
     expectations = parse_expectations(text)
-    summaries = connections_in(args.capture, args.lua, args.decode_as)
+    summaries, failures = connections_in(args.capture, args.lua, args.decode_as)
     for summary in summaries:
         print("  " + describe(summary))
 
-    failures = []
     expected_names = set()
     for expectation in expectations:
         name = expectation["name"]
@@ -277,7 +279,6 @@ def run_check(args):
                 if seen != wanted:
                     failures.append(f"{summary['client']} ({name!r}): {key}={seen}, expected {wanted}")
     for summary in summaries:
-        failures += summary["lua_errors"]
         if summary["name"] not in expected_names and summary["experts"]:
             failures.append(f"{summary['client']} ({summary['name']!r}), which no line expects, shows "
                             f"{','.join(sorted(summary['experts']))}")

@@ -116,7 +116,8 @@ else
 fi
 
 work=$(mktemp -d /tmp/tcpfile-dissector.XXXXXX)
-pids=()
+# The processes started here and still running, by name.
+declare -A pids=()
 cleanup() {
     local pid
     for pid in "${pids[@]}"; do
@@ -145,10 +146,10 @@ start() {
     local name=$1 ready=$work/$1.$2 waited
     shift 2
     "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=("$!")
+    pids[$name]=$!
     for ((waited = 0; waited < START_LIMIT * 10; waited++)); do
         [ -s "$ready" ] && return 0
-        kill -0 "${pids[-1]}" 2>/dev/null || return 1
+        kill -0 "${pids[$name]}" 2>/dev/null || return 1
         sleep 0.1
     done
     return 1
@@ -179,7 +180,6 @@ for snaplen in 0 512; do
     start "capture-$snaplen" err tcpdump -i lo -nn -U -B 32768 -s "$snaplen" -w "$work/snaplen-$snaplen.pcap" "$filter" ||
         fail "tcpdump did not start: $(cat "$work/capture-$snaplen.err")"
 done
-capture_pids=("${pids[@]: -2}")
 
 expected=$work/expected
 # fetch_with_client EXTRA ADDRESS PORT NAME MAX_SIZE [CLIENT OPTION...]: runs
@@ -218,7 +218,7 @@ fetch_with_peer() {
     local got
     got=$(python3 "$CHECKER" client "$server_port" "$name" "$@") || fail "the hand-made client failed for '$name'"
     echo "$got $extra" >>"$expected"
-    printf '  hand-made client %s %s: %s\n' "${name:0:16}" "$*" "${got#* }" | cut -c 1-160
+    printf '  hand-made client %q %s: %s\n' "${name:0:16}" "$*" "${got#* }" | cut -c 1-160
 }
 
 echo "conversations:"
@@ -248,18 +248,20 @@ fi
 # Once tcpdump has written it, it has written every packet before it.
 echo last >"/dev/udp/127.0.0.1/$port"
 
-# stop_capture PID LOG CAPTURE: stops a tcpdump once it has written the last
+# stop_capture SNAPLEN: stops that tcpdump once it has written the last
 # packet, and checks that the kernel dropped nothing for it.
 stop_capture() {
-    local pid=$1 log=$2 capture=$3 waited
+    local name=capture-$1 capture=$work/snaplen-$1.pcap waited
+    local log=$work/$name.err
     for ((waited = 0; waited < FLUSH_LIMIT * 5; waited++)); do
         [ -z "$(tcpdump -r "$capture" -nn -c 1 udp 2>/dev/null)" ] || break
         sleep 0.2
     done
     [ -n "$(tcpdump -r "$capture" -nn -c 1 udp 2>/dev/null)" ] ||
         fail "tcpdump has not written the last packet after ${FLUSH_LIMIT}s"
-    kill -TERM "$pid"
-    wait "$pid" || true
+    kill -TERM "${pids[$name]}"
+    wait "${pids[$name]}" || true
+    unset "pids[$name]"
     local dropped
     dropped=$(sed -n 's/^\([0-9]*\) packets dropped by kernel$/\1/p' "$log" | tail -n 1)
     [ "$dropped" = 0 ] || fail "tcpdump reports '${dropped:-no count of}' packets dropped by the kernel"
@@ -269,10 +271,11 @@ stop_capture() {
 decode_as=(--decode-as "$port" --decode-as "$broken_port")
 checks=0
 for snaplen in 0 512; do
-    pid=${capture_pids[0]}
-    [ "$snaplen" = 0 ] || pid=${capture_pids[1]}
-    echo "capture with snap length $snaplen ($([ "$snaplen" = 0 ] && echo whole packets || echo "$snaplen bytes"))"
-    stop_capture "$pid" "$work/capture-$snaplen.err" "$work/snaplen-$snaplen.pcap"
+    case $snaplen in
+        0) echo "the capture of whole packets:" ;;
+        *) echo "the capture of the first $snaplen bytes of each packet:" ;;
+    esac
+    stop_capture "$snaplen"
     check_capture "$expected" "$work/snaplen-$snaplen.pcap" "${decode_as[@]}" || fail "snap length $snaplen"
     checks=$((checks + 1))
 done
@@ -281,6 +284,7 @@ done
 echo "a wrong expectation (large.bin one byte larger) must fail:"
 large_size=$(stat -c %s "$served/large.bin")
 sed "s/ size=$large_size / size=$((large_size + 1)) /" "$expected" >"$work/wrong"
+! cmp -s "$expected" "$work/wrong" || fail "no expectation for large.bin to get wrong"
 if check_capture "$work/wrong" "$work/snaplen-512.pcap" "${decode_as[@]}" >"$work/wrong.out" 2>&1; then
     fail "the check passed with a wrong size for large.bin"
 fi
