@@ -12,9 +12,9 @@
 -- violation; from the server, bytes 0-15 are the response and every later
 -- byte is content. So each piece of data is placed by its TCP sequence
 -- numbers (relative ones, Wireshark's default; the capture must hold the
--- connection's start), which also count content that a short snap length
--- left out of the capture, and count a retransmitted segment only once.
--- A request or response split across segments is reassembled with
+-- start of the connection's data), which also count content that a short snap
+-- length left out of the capture, and count a retransmitted segment only
+-- once. A request or response split across segments is reassembled with
 -- pinfo.desegment_len; several messages in one segment are dissected one
 -- after the other.
 
@@ -92,6 +92,9 @@ local experts = {
         expert.group.PROTOCOL, expert.severity.WARN),
     incomplete = ProtoExpert.new("tcpfile.incomplete", "Message not reassembled",
         expert.group.REASSEMBLE, expert.severity.WARN),
+    absolute_sequence_numbers = ProtoExpert.new("tcpfile.absolute_sequence_numbers",
+        "Not decoded: TCP relative sequence numbers are off (tcp.relative_sequence_numbers)",
+        expert.group.UNDECODED, expert.severity.WARN),
 }
 tcpfile.experts = experts
 
@@ -323,8 +326,7 @@ function tcpfile.dissector(tvb, pinfo, tree)
     local subtree
     if seq == innermost(tcp_seq_raw) then
         subtree = tree:add(tcpfile, tvb())
-        subtree:add_proto_expert_info(experts.incomplete,
-            "TCP sequence numbers are not relative: turn on tcp.relative_sequence_numbers")
+        subtree:add_proto_expert_info(experts.absolute_sequence_numbers)
         return
     end
 
