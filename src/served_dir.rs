@@ -152,6 +152,8 @@ fn check_regular(opened: Result<OwnedFd, Errno>, name: &FileName) -> Result<Open
         reason: match errno {
             Errno::EXDEV => format!("{name}: a symbolic link leads outside the served directory"),
             Errno::ELOOP => format!("{name}: a symbolic link that is not followed"),
+            // What open(2) says of a socket, or of a device with no driver.
+            Errno::ENXIO => format!("{name}: not a regular file (a socket or an absent device)"),
             _ => format!("{name}: {}", io::Error::from(errno)),
         },
     })?;
