@@ -590,5 +590,72 @@ mod tests {
                 prop_assert!(!name.as_str().contains('/'));
             }
         }
+
+        #[test]
+        fn every_valid_name_is_accepted_as_sent(bytes in valid_name()) {
+            let expected = String::from_utf8(bytes.clone()).expect("printable ASCII");
+            prop_assert_eq!(FileName::parse(&bytes).map(|name| name.to_string()), Ok(expected.clone()));
+            let request = request_with(1, 1, bytes.len() as u16, &bytes);
+            prop_assert_eq!(request.validate(PROTOCOL_VERSION).map(|name| name.to_string()), Ok(expected));
+        }
+
+        #[test]
+        fn a_slash_at_any_position_is_refused(mut bytes in valid_name(), at in any::<proptest::sample::Index>()) {
+            let position = at.index(bytes.len());
+            bytes[position] = b'/';
+            prop_assert_eq!(FileName::parse(&bytes), Err(NameError::Slash(position)));
+            let request = request_with(1, 1, bytes.len() as u16, &bytes);
+            prop_assert_eq!(
+                request.validate(PROTOCOL_VERSION).map_err(|error| error.status()),
+                Err(Status::InvalidFilename)
+            );
+        }
+
+        #[test]
+        fn an_unprintable_byte_at_any_position_is_refused(
+            mut bytes in valid_name(),
+            at in any::<proptest::sample::Index>(),
+            byte in prop_oneof![0u8..0x20, 0x7fu8..=0xff],
+        ) {
+            let position = at.index(bytes.len());
+            bytes[position] = byte;
+            prop_assert_eq!(
+                FileName::parse(&bytes),
+                Err(NameError::NonPrintable { byte, index: position })
+            );
+        }
+
+        #[test]
+        fn dots_make_a_name_unless_there_are_one_or_two(count in 1usize..=MAX_NAME_LEN) {
+            let dots = vec![b'.'; count];
+            let parsed = FileName::parse(&dots);
+            if count <= 2 {
+                prop_assert_eq!(parsed, Err(NameError::DotName));
+            } else {
+                prop_assert!(parsed.is_ok());
+            }
+        }
+
+        #[test]
+        fn lengths_past_the_limit_are_refused_whatever_the_bytes(bytes in proptest::collection::vec(0x20u8..=0x7e, MAX_NAME_LEN + 1..=NAME_FIELD_LEN)) {
+            prop_assert_eq!(FileName::parse(&bytes), Err(NameError::TooLong(bytes.len())));
+            let request = request_with(1, 1, bytes.len() as u16, &bytes);
+            prop_assert_eq!(
+                request.validate(PROTOCOL_VERSION).map_err(|error| error.status()),
+                Err(Status::InvalidFilename)
+            );
+        }
+    }
+
+    /// Valid names on purpose: 1 to 255 printable bytes other than '/', of
+    /// every length, with dots anywhere (but not "." or "..").
+    fn valid_name() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            3 => 0x20u8..=0x2e,
+            3 => 0x30u8..=0x7e,
+            1 => Just(b'.'),
+        ];
+        proptest::collection::vec(byte, 1..=MAX_NAME_LEN)
+            .prop_filter("not . or ..", |bytes| bytes != b"." && bytes != b"..")
     }
 }
