@@ -230,6 +230,15 @@ fn host_names_and_ipv6_literals_reach_the_server() {
         .output()
         .expect("run");
     assert!(by_name.status.success(), "{}", stderr_of(&by_name));
+    assert!(
+        stderr_of(&by_name).contains(&format!("connecting to localhost:{}", server.port())),
+        "{}",
+        stderr_of(&by_name)
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("by-name")).expect("read"),
+        b"hello"
+    );
 
     let mut v6 = command("tcpfile-server-iterative");
     v6.args(["::1", "0"]).arg(fixture.path());
@@ -245,6 +254,11 @@ fn host_names_and_ipv6_literals_reach_the_server() {
         assert_eq!(
             std::fs::read(out.path().join("by-v6")).expect("read"),
             b"hello"
+        );
+    } else {
+        skip(
+            "host_names_and_ipv6_literals_reach_the_server",
+            "[::1] cannot be bound here: the IPv6 literal is not tried",
         );
     }
 }
@@ -292,11 +306,29 @@ fn client_says_what_it_does_with_bounded_progress() {
     ] {
         assert!(text.contains(&step), "missing {step:?} in:\n{text}");
     }
-    let progress = text
+    // "received N of 5242880 bytes (P%)", at most one per tenth.
+    let progress: Vec<(u64, u64)> = text
         .lines()
-        .filter(|line| line.starts_with("received "))
-        .count();
-    assert!((1..=10).contains(&progress), "{progress} progress lines");
+        .filter_map(|line| {
+            let rest = line.strip_prefix("received ")?;
+            let (got, rest) = rest.split_once(" of 5242880 bytes (")?;
+            let percent = rest.strip_suffix("%)")?;
+            Some((got.parse().ok()?, percent.parse().ok()?))
+        })
+        .collect();
+    assert!(
+        (1..=10).contains(&progress.len()),
+        "{progress:?} in:\n{text}"
+    );
+    for pair in progress.windows(2) {
+        assert!(
+            pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1,
+            "{progress:?}"
+        );
+    }
+    for (got, percent) in &progress {
+        assert_eq!(got * 100 / 5_242_880 / 10 * 10, *percent, "{progress:?}");
+    }
 
     let quiet = run_client(
         server.port(),
@@ -408,7 +440,7 @@ fn the_longest_names_are_saved_with_and_without_anonymous_staging() {
     std::fs::remove_file(out.path().join(&name)).expect("remove");
 
     let mut named = client_command(server.port(), &name, "1K", &out.path().join(&name), &[]);
-    if !deny_o_tmpfile(&mut named) {
+    if !deny(&mut named, Denied::AnonymousTempFiles) {
         skip(
             "the_longest_names_are_saved_with_and_without_anonymous_staging",
             "no seccomp filter under an emulator: the named staging file is not tested",
@@ -430,7 +462,7 @@ fn the_longest_names_are_saved_with_and_without_anonymous_staging() {
 /// named staging cannot be forced.
 fn client_held_mid_transfer(relay: &Relay, name: &str, out: &Path) -> Option<std::process::Child> {
     let mut command = client_command(relay.port(), name, "100M", &out.join(name), &[]);
-    if !deny_o_tmpfile(&mut command) {
+    if !deny(&mut command, Denied::AnonymousTempFiles) {
         return None;
     }
     let client = command
@@ -511,7 +543,7 @@ fn a_staging_file_left_by_sigkill_is_removed_by_the_next_fetch() {
             &out.path().join(name),
             &[],
         );
-        assert!(deny_o_tmpfile(&mut command));
+        assert!(deny(&mut command, Denied::AnonymousTempFiles));
         let output = command.output().expect("run the client");
         assert!(output.status.success(), "{}", stderr_of(&output));
         output

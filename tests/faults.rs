@@ -7,8 +7,9 @@
 //! on serving, that the client says what happened, and that no byte and no
 //! file is lost or corrupted.
 //!
-//! These tests run as root (as CI does): they mount a small tmpfs, lower and
-//! raise a running server's limits, and start a server as another user.
+//! Three of them need root (as CI runs them): they mount a small tmpfs, or
+//! start a server as another user under a process limit. Elsewhere they say
+//! that they skip, and `ci/test.sh` counts the skips.
 //!
 //! The soak at the end is left out of `cargo test`; `ci/soak.sh` runs it.
 
@@ -182,6 +183,13 @@ impl Drop for SmallDisk {
 
 #[test]
 fn full_disk_breaks_the_transfer_and_keeps_the_old_file() {
+    if !running_as_root() {
+        skip(
+            "full_disk_breaks_the_transfer_and_keeps_the_old_file",
+            "mounting a small tmpfs needs root",
+        );
+        return;
+    }
     let fixture = Fixture::new();
     fixture.add_random("big.bin", 4 * MIB);
     let server = ServerProcess::start(Model::Iterative, fixture.path());
@@ -473,9 +481,11 @@ fn stopped_and_continued_server_finishes_byte_exact(model: Model) {
 }
 
 fn trickled_request_is_dropped_at_the_timeout(model: Model) {
+    let (timeout, slack) = timeout_and_slack();
     let fixture = Fixture::new();
     fixture.add("a.txt", b"hello");
-    let server = ServerProcess::start_with(model, fixture.path(), &["--timeout", "1"]);
+    let seconds = timeout.as_secs().to_string();
+    let server = ServerProcess::start_with(model, fixture.path(), &["--timeout", &seconds]);
     let mut peer = RawPeer::connect(&server);
     peer.stream.set_nodelay(true).expect("nodelay");
     let mut writer = peer.stream.try_clone().expect("clone the stream");
@@ -490,12 +500,8 @@ fn trickled_request_is_dropped_at_the_timeout(model: Model) {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    assert!(peer.closed_within(PATIENCE), "the trickler is dropped");
-    let held = started.elapsed();
-    assert!(
-        held < Duration::from_secs(10),
-        "the connection was held for {held:?}"
-    );
+    let closed = peer.wait_closed();
+    assert_took("dropping the trickler", closed - started, timeout, slack);
     assert!(
         server.wait_for_log("no complete request (", PATIENCE),
         "{}",
@@ -549,6 +555,13 @@ fn set_process_limit_as(uid: u32, pid: i32, soft: u64) {
 
 #[test]
 fn parallel_server_that_cannot_fork_closes_the_connection_and_goes_on() {
+    if !running_as_root() {
+        skip(
+            "parallel_server_that_cannot_fork_closes_the_connection_and_goes_on",
+            "running the server as another user with a process limit needs root",
+        );
+        return;
+    }
     let fixture = Fixture::new();
     let content = fixture.add_random("a.bin", 100_000);
     std::fs::set_permissions(fixture.path(), std::fs::Permissions::from_mode(0o755))

@@ -92,6 +92,21 @@ impl Model {
     }
 }
 
+/// The command that starts `model` serving `dir` on 127.0.0.1 port 0 with
+/// `extra` options (and `--timeout 5` unless they give one).
+pub fn server_command(model: Model, dir: &Path, extra: &[&str]) -> Command {
+    let mut command = command(model.binary());
+    command.args(["127.0.0.1", "0"]).arg(dir);
+    if let Some(count) = model.process_count() {
+        command.arg(count.to_string());
+    }
+    if !extra.contains(&"--timeout") {
+        command.args(["--timeout", "5"]);
+    }
+    command.args(extra);
+    command
+}
+
 /// A running server. Dropping it kills the server and its children.
 pub struct ServerProcess {
     child: Option<Child>,
@@ -107,21 +122,15 @@ impl ServerProcess {
 
     /// Starts `model` serving `dir` on 127.0.0.1 port 0 with `extra` options.
     pub fn start_with(model: Model, dir: &Path, extra: &[&str]) -> ServerProcess {
-        let mut command = command(model.binary());
-        command.args(["127.0.0.1", "0"]).arg(dir);
-        if let Some(count) = model.process_count() {
-            command.arg(count.to_string());
-        }
-        if !extra.contains(&"--timeout") {
-            command.args(["--timeout", "5"]);
-        }
-        command.args(extra);
-        ServerProcess::spawn(command)
+        ServerProcess::spawn(server_command(model, dir, extra))
     }
 
-    /// Spawns a prepared server command and waits for its address line.
+    /// Spawns a prepared server command and waits for its address line. The
+    /// server leads a process group of its own, as it would in a terminal.
     pub fn spawn(mut command: Command) -> ServerProcess {
+        use std::os::unix::process::CommandExt;
         command
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -275,6 +284,26 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The server `--timeout` that timing tests give, and how late past it they
+/// let an event come: enough for a loaded machine or an emulator, and always
+/// less than the timeout itself, so that twice the timeout never passes.
+pub fn timeout_and_slack() -> (Duration, Duration) {
+    if under_emulation() {
+        (Duration::from_secs(2), Duration::from_millis(900))
+    } else {
+        (Duration::from_secs(1), Duration::from_millis(450))
+    }
+}
+
+/// Asserts that `what` took `took`, which should be `expected`: not sooner
+/// (but for a clock tick), and not later than `slack` past it.
+pub fn assert_took(what: &str, took: Duration, expected: Duration, slack: Duration) {
+    assert!(
+        took + Duration::from_millis(20) >= expected && took <= expected + slack,
+        "{what} took {took:?}, not {expected:?} (+ up to {slack:?})"
+    );
+}
+
 pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     loop {
@@ -288,12 +317,17 @@ pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool
     }
 }
 
+/// The children of `pid`; none once it is gone. Panics when `pid` lives but
+/// its children cannot be read, rather than report none.
 pub fn children_of(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|pid| pid.parse().ok())
-        .collect()
+    match std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        Ok(list) => list
+            .split_whitespace()
+            .map(|child| child.parse().expect("a PID in /proc/PID/task/PID/children"))
+            .collect(),
+        Err(_) if !process_exists(pid) => Vec::new(),
+        Err(error) => panic!("cannot read the children of process {pid}: {error}"),
+    }
 }
 
 /// The state letter of a process (R, S, Z, ...), or `None` once it is gone.
@@ -312,10 +346,11 @@ pub fn process_exists(pid: i32) -> bool {
     process_state(pid).is_some_and(|state| state != 'Z')
 }
 
+/// How many descriptors `pid` has open. Panics when they cannot be counted.
 pub fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|entries| entries.count())
-        .unwrap_or(0)
+        .unwrap_or_else(|error| panic!("cannot list the descriptors of process {pid}: {error}"))
 }
 
 /// Runs the real client against 127.0.0.1:`port`.
@@ -455,6 +490,16 @@ impl RawPeer {
         let mut rest = Vec::new();
         self.stream.read_to_end(&mut rest).expect("read to end");
         rest
+    }
+
+    /// Waits for the server to close the connection (EOF or reset) and
+    /// returns when it saw that; panics after [`PATIENCE`].
+    pub fn wait_closed(&mut self) -> Instant {
+        assert!(
+            self.closed_within(PATIENCE),
+            "the server never closed the connection"
+        );
+        Instant::now()
     }
 
     /// Whether the server closed the connection (EOF or reset) within `within`.
@@ -744,13 +789,19 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
     )
 }
 
-/// CPU time the process has used, user and system, in seconds.
+/// CPU time the process has used, user and system, in seconds. Panics when
+/// it cannot be read.
 pub fn cpu_seconds(pid: i32) -> f64 {
-    let fields = stat_fields(pid).unwrap_or_default();
+    let fields = stat_fields(pid).unwrap_or_else(|| panic!("cannot read /proc/{pid}/stat"));
     // utime and stime are fields 14 and 15 of proc(5).
     let ticks: u64 = [11, 12]
         .iter()
-        .filter_map(|&index| fields.get(index)?.parse::<u64>().ok())
+        .map(|&index| {
+            fields
+                .get(index)
+                .and_then(|field| field.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no CPU time in /proc/{pid}/stat: {fields:?}"))
+        })
         .sum();
     // SAFETY: sysconf only reads a configuration value.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
@@ -819,57 +870,66 @@ pub fn skip(test: &str, reason: &str) {
     }
 }
 
-/// Makes `openat` with `O_TMPFILE` fail with EOPNOTSUPP in the process
-/// `command` starts, as it does on vfat, NFS and many FUSE file systems, so
-/// that the client's named staging files can be tested on any file system.
-/// A seccomp filter does it, which works for static binaries too (an
-/// `LD_PRELOAD` shim would not). Returns false, and the test must skip, under
-/// an emulator, whose own system calls a guest's filter must not judge.
-pub fn deny_o_tmpfile(command: &mut Command) -> bool {
+/// A system call made to fail in a process the tests start, the way a file
+/// system, a kernel or a sandbox makes it fail somewhere.
+#[derive(Debug, Clone, Copy)]
+pub enum Denied {
+    /// `openat` with `O_TMPFILE` fails with EOPNOTSUPP, as on vfat, NFS and
+    /// many FUSE file systems.
+    AnonymousTempFiles,
+    /// `openat2` fails with ENOSYS, as before Linux 5.6 and under old
+    /// container profiles.
+    Openat2,
+}
+
+/// Installs a seccomp filter in the process `command` starts that makes
+/// `denied` fail. A filter works for static binaries too (an `LD_PRELOAD`
+/// shim would not). Returns false, and the test must skip, under an
+/// emulator, whose own system calls a guest's filter must not judge.
+pub fn deny(command: &mut Command, denied: Denied) -> bool {
     use std::os::unix::process::CommandExt;
     if under_emulation() {
         return false;
     }
-    // The third argument of openat(dirfd, path, flags, mode): the low half of
-    // seccomp_data.args[2] (at byte 32 of the structure, on little-endian).
-    const FLAGS_OFFSET: u32 = 32;
-    let tmpfile_bit = (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32;
-    let errno = libc::EOPNOTSUPP as u32;
-    let openat = libc::SYS_openat as u32;
-    // SAFETY: prctl is async-signal-safe and reads only the filter, which
-    // lives on this stack frame for the duration of the call.
-    unsafe {
-        command.pre_exec(move || {
-            let mut filter = [
-                libc::BPF_STMT((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 0),
+    const LOAD: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JUMP_IF_EQUAL: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JUMP_IF_ANY_BIT: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    const RETURN: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    // seccomp_data: the call's number at byte 0; the low half of its third
+    // argument (openat's flags) at byte 32, on little-endian.
+    const NUMBER: u32 = 0;
+    const THIRD_ARGUMENT: u32 = 32;
+    // SAFETY: BPF_STMT and BPF_JUMP only build the structures.
+    let filter: Vec<libc::sock_filter> = unsafe {
+        match denied {
+            Denied::AnonymousTempFiles => vec![
+                libc::BPF_STMT(LOAD, NUMBER),
+                libc::BPF_JUMP(JUMP_IF_EQUAL, libc::SYS_openat as u32, 0, 3),
+                libc::BPF_STMT(LOAD, THIRD_ARGUMENT),
                 libc::BPF_JUMP(
-                    (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-                    openat,
-                    0,
-                    3,
-                ),
-                libc::BPF_STMT(
-                    (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-                    FLAGS_OFFSET,
-                ),
-                libc::BPF_JUMP(
-                    (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
-                    tmpfile_bit,
+                    JUMP_IF_ANY_BIT,
+                    (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32,
                     0,
                     1,
                 ),
-                libc::BPF_STMT(
-                    (libc::BPF_RET | libc::BPF_K) as u16,
-                    libc::SECCOMP_RET_ERRNO | errno,
-                ),
-                libc::BPF_STMT(
-                    (libc::BPF_RET | libc::BPF_K) as u16,
-                    libc::SECCOMP_RET_ALLOW,
-                ),
-            ];
+                libc::BPF_STMT(RETURN, libc::SECCOMP_RET_ERRNO | libc::EOPNOTSUPP as u32),
+                libc::BPF_STMT(RETURN, libc::SECCOMP_RET_ALLOW),
+            ],
+            Denied::Openat2 => vec![
+                libc::BPF_STMT(LOAD, NUMBER),
+                libc::BPF_JUMP(JUMP_IF_EQUAL, libc::SYS_openat2 as u32, 0, 1),
+                libc::BPF_STMT(RETURN, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+                libc::BPF_STMT(RETURN, libc::SECCOMP_RET_ALLOW),
+            ],
+        }
+    };
+    // SAFETY: prctl is async-signal-safe; the filter is only read, and the
+    // closure owns it.
+    unsafe {
+        command.pre_exec(move || {
             let program = libc::sock_fprog {
                 len: filter.len() as u16,
-                filter: filter.as_mut_ptr(),
+                filter: filter.as_ptr().cast_mut(),
             };
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
                 || libc::prctl(
