@@ -307,11 +307,13 @@ fn killed_parent_leaves_nothing_behind(model: Model) {
     }
     let children = server.children();
 
+    let killed = Instant::now();
     server.signal(Signal::SIGKILL);
     server.wait_exit(PATIENCE).expect("the parent dies");
-    let killed = Instant::now();
     let within = Duration::from_secs(if under_emulation() { 4 } else { 2 });
-    let gone = wait_until(within, || children.iter().all(|&pid| !process_exists(pid)));
+    let gone = wait_until(within.saturating_sub(killed.elapsed()), || {
+        children.iter().all(|&pid| !process_exists(pid))
+    });
     let left: Vec<i32> = children
         .iter()
         .copied()

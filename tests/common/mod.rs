@@ -113,6 +113,8 @@ pub struct ServerProcess {
     pub pid: i32,
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// Set once every process that held the server's stderr has closed it.
+    log_ended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ServerProcess {
@@ -141,10 +143,13 @@ impl ServerProcess {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&log);
+        let log_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ended = Arc::clone(&log_ended);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().expect("log lock").push(line);
             }
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
         });
 
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -160,6 +165,7 @@ impl ServerProcess {
             pid,
             addr: "0.0.0.0:0".parse().expect("placeholder address"),
             log,
+            log_ended,
         };
         let first = receiver.recv_timeout(PATIENCE);
         let line = match first {
@@ -218,6 +224,10 @@ impl ServerProcess {
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 self.child = None;
+                // The last lines may still be on their way through the pipe.
+                wait_until(Duration::from_secs(2), || {
+                    self.log_ended.load(std::sync::atomic::Ordering::SeqCst)
+                });
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -289,9 +299,9 @@ impl Drop for ServerProcess {
 /// less than the timeout itself, so that twice the timeout never passes.
 pub fn timeout_and_slack() -> (Duration, Duration) {
     if under_emulation() {
-        (Duration::from_secs(2), Duration::from_millis(900))
+        (Duration::from_secs(2), Duration::from_millis(1500))
     } else {
-        (Duration::from_secs(1), Duration::from_millis(450))
+        (Duration::from_secs(1), Duration::from_millis(800))
     }
 }
 
