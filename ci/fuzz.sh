@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Fuzzes the request decoder and name rules, the client's response decoder,
-# and the server's connection handler (fuzz/fuzz_targets/), each for a bounded
+# and the conversation every server model drives (fuzz/fuzz_targets/), each for a bounded
 # time, with cargo-fuzz on the nightly toolchain. Prints the executions and
 # crashes of every target and exits non-zero if any target crashed or hung;
-# the input that did it is kept in fuzz/artifacts/TARGET/ and becomes a case
-# in tests/regressions.rs.
+# the input that did it is kept in fuzz/artifacts/TARGET/, to become a test
+# of the code it broke.
 #
 #   ci/fuzz.sh [SECONDS_PER_TARGET]     (default 60)
 #
@@ -67,6 +67,19 @@ request_hex() {
         "$(name_hex "$name")"
 }
 
+# A seed of the serve target: the client sends the 260-byte request given in
+# hex, then the reply byte if one is given.
+conversation() {
+    local name=$1 request=$2 reply=${3:-}
+    local file=fuzz/corpus/serve/$name
+    if [ -n "$reply" ]; then
+        emit "$file" 261 "83 $request"
+        printf '%b' "\\x$reply" >>"$file"
+    else
+        emit "$file" 261 "82 $request"
+    fi
+}
+
 write_seeds() {
     local corpus=fuzz/corpus
     mkdir -p "$corpus/request" "$corpus/response" "$corpus/serve"
@@ -88,18 +101,18 @@ write_seeds() {
     emit "$corpus/response/golden-not-found" 16 "01 02 03"
     emit "$corpus/response/ok-over-limit" 25 "$ok 00 00 10 00 00 00 00 00 01"
 
-    # Whole conversations from the client's side: request, then reply byte.
-    emit "$corpus/serve/golden-ready" 260 "$golden"
-    printf '\x03' >>"$corpus/serve/golden-ready"
-    emit "$corpus/serve/golden-refuse" 260 "$golden"
-    printf '\x04' >>"$corpus/serve/golden-refuse"
-    emit "$corpus/serve/golden-no-reply" 260 "$golden"
-    emit "$corpus/serve/half-request" 100 "$golden"
-    emit "$corpus/serve/missing" 260 "$(request_hex 1 1 11 missing.pdf)"
-    emit "$corpus/serve/escape" 260 "$(request_hex 1 1 6 escape)"
-    emit "$corpus/serve/subdir" 260 "$(request_hex 1 1 6 subdir)"
-    emit "$corpus/serve/pipe" 260 "$(request_hex 1 1 4 pipe)"
-    emit "$corpus/serve/version-2" 260 "$(request_hex 2 1 8 g101.pdf)"
+    # Whole conversations from the client's side: a byte giving half the
+    # length of what the client sends, the request, then the reply byte.
+    conversation "golden-ready" "$golden" 03
+    conversation "golden-refuse" "$golden" 04
+    conversation "golden-no-reply" "$golden"
+    conversation "big-ready" "$(request_hex 1 1 3 big)" 03
+    conversation "shrinks-ready" "$(request_hex 1 1 7 shrinks)" 03
+    conversation "missing" "$(request_hex 1 1 11 missing.pdf)"
+    conversation "escape" "$(request_hex 1 1 6 escape)"
+    conversation "subdir" "$(request_hex 1 1 6 subdir)"
+    conversation "version-2" "$(request_hex 2 1 8 g101.pdf)"
+    emit "$corpus/serve/half-request" 101 "32 $golden"
 }
 
 write_seeds
@@ -150,6 +163,7 @@ for target in "${targets[@]}"; do
         "$(find "fuzz/corpus/$target" -type f | wc -l)"
 done
 if ((failed)); then
-    echo "a fuzz target crashed or hung: turn its input into a test in tests/regressions.rs" >&2
+    echo "a fuzz target crashed or hung: its input is kept in fuzz/artifacts/TARGET/;" >&2
+    echo "'cargo +nightly fuzz run TARGET INPUT' repeats it; add it as a test of the code it broke" >&2
     exit 1
 fi

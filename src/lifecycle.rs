@@ -201,6 +201,15 @@ impl Lifecycle {
         self.forced.get()
     }
 
+    /// Why connections in flight are being ended, once [`Lifecycle::must_abort`].
+    pub fn abort_reason(&self) -> &'static str {
+        if self.forced() {
+            "second stop signal: connection ended"
+        } else {
+            "grace period over: connection ended"
+        }
+    }
+
     pub fn grace_deadline(&self) -> Option<Instant> {
         self.stop_requested_at.get().map(|at| at + self.grace)
     }

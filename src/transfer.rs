@@ -1,18 +1,16 @@
-//! Moving bytes: exact reads, the chunked `sendfile` loop, and the client's
-//! copy from the socket into its destination (see [`crate::destination`]).
+//! Moving bytes: the server's `sendfile` in chunks, a close that delivers
+//! what was sent, the client's exact reads and its copy from the socket into
+//! its destination (see [`crate::destination`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, splice};
-use nix::poll::PollFlags;
 use nix::sys::sendfile::sendfile;
-
-use crate::lifecycle::{Lifecycle, Wake};
 
 /// Bytes handed to one `sendfile` call. One constant for the whole program,
 /// so a large file always takes many calls and every model sends alike.
@@ -29,144 +27,30 @@ pub fn describe_rate(bytes: u64, elapsed: Duration) -> String {
     format!("{bytes} bytes in {seconds:.3} s ({rate:.1} MiB/s)")
 }
 
-/// Why an exchange on a server's connection ended before it was complete.
-#[derive(Debug, thiserror::Error)]
-pub enum ExchangeError {
-    #[error("the peer closed the connection")]
-    Closed,
-    #[error("timed out after {0:?} without progress")]
-    TimedOut(Duration),
-    #[error("{0}")]
-    Stopped(&'static str),
-    #[error("{0}")]
-    Io(#[from] io::Error),
+/// Sends at most `len` bytes of `file` from `offset` on `socket` with
+/// `sendfile`; 0 means the file ends before `offset`.
+pub fn send_chunk(socket: &TcpStream, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+    let mut position =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    Ok(sendfile(
+        socket.as_fd(),
+        file.as_fd(),
+        Some(&mut position),
+        len,
+    )?)
 }
 
-impl ExchangeError {
-    fn from_wait(lifecycle: &Lifecycle) -> ExchangeError {
-        if lifecycle.forced() {
-            ExchangeError::Stopped("second stop signal: connection ended")
-        } else {
-            ExchangeError::Stopped("grace period over: connection ended")
-        }
+/// The bytes written to a TCP socket that its peer has not acknowledged yet
+/// (SIOCOUTQ).
+pub fn unacknowledged_bytes(socket: &TcpStream) -> io::Result<usize> {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ stores one int through the pointer, which points at
+    // `bytes`; the descriptor is the socket's own.
+    let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut bytes) };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
     }
-}
-
-/// Waits until the non-blocking `stream` is ready for `events`, at most until
-/// `deadline`, and never past the grace period of a stop in progress.
-fn wait_ready(
-    stream: &TcpStream,
-    events: PollFlags,
-    lifecycle: &Lifecycle,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<(), ExchangeError> {
-    loop {
-        if lifecycle.must_abort() {
-            return Err(ExchangeError::from_wait(lifecycle));
-        }
-        let limit = lifecycle
-            .grace_deadline()
-            .map_or(deadline, |grace| grace.min(deadline));
-        match lifecycle.wait(Some((stream.as_fd(), events)), Some(limit))? {
-            Wake::Ready => return Ok(()),
-            Wake::Signalled => continue,
-            Wake::TimedOut if Instant::now() >= deadline => {
-                return Err(ExchangeError::TimedOut(timeout));
-            }
-            Wake::TimedOut => continue,
-        }
-    }
-}
-
-/// Fills `buf` from the non-blocking `stream`; the whole of it must arrive
-/// within `timeout`, so a peer that trickles bytes cannot hold the connection.
-/// On failure, reports how many bytes did arrive.
-pub fn read_full(
-    stream: &TcpStream,
-    buf: &mut [u8],
-    lifecycle: &Lifecycle,
-    timeout: Duration,
-) -> Result<(), (usize, ExchangeError)> {
-    let deadline = Instant::now() + timeout;
-    let mut filled = 0;
-    while filled < buf.len() {
-        match (&*stream).read(&mut buf[filled..]) {
-            Ok(0) => return Err((filled, ExchangeError::Closed)),
-            Ok(n) => filled += n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                wait_ready(stream, PollFlags::POLLIN, lifecycle, deadline, timeout)
-                    .map_err(|error| (filled, error))?;
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err((filled, error.into())),
-        }
-    }
-    Ok(())
-}
-
-/// Writes all of `bytes` to the non-blocking `stream`, failing if the peer
-/// takes nothing for `timeout`.
-pub fn write_all(
-    stream: &TcpStream,
-    bytes: &[u8],
-    lifecycle: &Lifecycle,
-    timeout: Duration,
-) -> Result<(), ExchangeError> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match (&*stream).write(&bytes[written..]) {
-            Ok(0) => return Err(ExchangeError::Closed),
-            Ok(n) => written += n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                let deadline = Instant::now() + timeout;
-                wait_ready(stream, PollFlags::POLLOUT, lifecycle, deadline, timeout)?;
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(())
-}
-
-/// Why sending a file's content stopped before `size` bytes.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error("the file shrank while it was sent: it ended after {sent} bytes")]
-    FileShrank { sent: u64 },
-    #[error("{error} after {sent} bytes")]
-    Exchange { sent: u64, error: ExchangeError },
-}
-
-/// Sends exactly `size` bytes of `file` with `sendfile`, [`CHUNK_SIZE`] at a
-/// time. A peer that takes nothing for `timeout` is given up on.
-pub fn send_file(
-    stream: &TcpStream,
-    file: &File,
-    size: u64,
-    lifecycle: &Lifecycle,
-    timeout: Duration,
-) -> Result<u64, SendError> {
-    let mut offset: libc::off_t = 0;
-    let mut sent: u64 = 0;
-    while sent < size {
-        let chunk = usize::try_from(size - sent).map_or(CHUNK_SIZE, |rest| rest.min(CHUNK_SIZE));
-        match sendfile(stream.as_fd(), file.as_fd(), Some(&mut offset), chunk) {
-            Ok(0) => return Err(SendError::FileShrank { sent }),
-            Ok(n) => sent += n as u64,
-            Err(Errno::EAGAIN) => {
-                let deadline = Instant::now() + timeout;
-                wait_ready(stream, PollFlags::POLLOUT, lifecycle, deadline, timeout)
-                    .map_err(|error| SendError::Exchange { sent, error })?;
-            }
-            Err(Errno::EINTR) => {}
-            Err(errno) => {
-                let error = ExchangeError::Io(errno.into());
-                return Err(SendError::Exchange { sent, error });
-            }
-        }
-    }
-    Ok(sent)
+    Ok(usize::try_from(bytes).unwrap_or(0))
 }
 
 /// Closes a server's connection so that what was sent is delivered: bytes the

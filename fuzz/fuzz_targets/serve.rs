@@ -1,196 +1,218 @@
-//! Any byte stream a client can send, through the real connection handler
-//! over a real loopback connection: the handler never panics or hangs, and it
-//! either closes cleanly (fewer than 260 bytes arrived) or answers with a
-//! well-formed response carrying the status the protocol prescribes, followed
-//! by exactly the file's content when, and only when, the client said it is
-//! ready.
+//! Any byte stream a client can send, through the conversation that every
+//! server model drives, with the input also choosing how the bytes arrive
+//! (a few at a time or all at once), how much each write and each send
+//! takes, and when the peer stalls past the timeout. The conversation never
+//! panics, asks for nothing impossible, and answers exactly as the protocol
+//! prescribes: nothing to a partial request; otherwise a well-formed response
+//! with the right status, then exactly the file's content when, and only
+//! when, the client said it is ready; or, after a stall, a prefix of that.
 //!
-//! The served directory holds a regular file for the golden request
-//! (`g101.pdf`), an empty file, a directory, a FIFO, a link out of the
-//! directory and a link loop; every other valid name is missing.
+//! The files: `g101.pdf` (1000 bytes), `empty`, `big` (three chunks and a
+//! bit, so sends take several steps), `shrinks` (announced 2000 bytes, ends
+//! after 1000); `subdir` and `pipe` are no regular files, `escape` and `loop`
+//! links that are refused; every other valid name is missing.
 
 #![no_main]
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::symlink;
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-use tcpfile::handler::{Handler, Outcome};
-use tcpfile::lifecycle::Lifecycle;
+use tcpfile::conversation::{Conversation, Outcome, Step};
 use tcpfile::protocol::{
-    FileRequest, FileResponse, PROTOCOL_VERSION, REQUEST_LEN, RESPONSE_LEN, Status, StatusCode,
+    FileRequest, FileResponse, PROTOCOL_VERSION, REQUEST_LEN, RESPONSE_LEN, Status,
 };
-use tcpfile::served_dir::ServedDir;
+use tcpfile::served_dir::OpenError;
+use tcpfile::transfer::CHUNK_SIZE;
 
-/// Small enough to sit in the socket buffers whole, so the input can be sent
-/// before the handler runs on the same thread.
-const MAX_INPUT: usize = 4096;
-/// Never reached: the client side has shut its writing half before the
-/// handler starts, so every read ends at once. libFuzzer's `-timeout` reports
-/// a handler that waits anyway.
-const HANDLER_TIMEOUT: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest client stream tried: a request, a reply and some trailing bytes.
+const MAX_CLIENT_BYTES: usize = 512;
 
-static FIXTURE_PATH: OnceLock<PathBuf> = OnceLock::new();
-
-extern "C" fn remove_fixture() {
-    if let Some(path) = FIXTURE_PATH.get() {
-        let _ = std::fs::remove_dir_all(path);
-    }
+/// What a name opens to: the content sent, and the size the file announces.
+struct Served {
+    content: Vec<u8>,
+    size: u64,
 }
 
-struct Bench {
-    listener: TcpListener,
-    addr: SocketAddr,
-    dir: ServedDir,
-    lifecycle: Lifecycle,
-    /// What each name in the directory must produce; other names are missing.
-    expected: HashMap<&'static str, Result<Vec<u8>, Status>>,
-}
-
-thread_local! {
-    static BENCH: Bench = Bench::new();
-}
-
-fuzz_target!(|data: &[u8]| {
-    BENCH.with(|bench| bench.exchange(&data[..data.len().min(MAX_INPUT)]));
-});
-
-impl Bench {
-    fn new() -> Bench {
-        let path = std::env::temp_dir().join(format!("tcpfile-fuzz-serve-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir(&path).expect("create the served directory");
-        FIXTURE_PATH
-            .set(path.clone())
-            .expect("one bench per process");
-        // SAFETY: remove_fixture only reads a path that is set once above.
-        unsafe { libc::atexit(remove_fixture) };
-
-        let pdf: Vec<u8> = (0..1000u32).map(|index| (index * 7 % 251) as u8).collect();
-        std::fs::write(path.join("g101.pdf"), &pdf).expect("write g101.pdf");
-        std::fs::write(path.join("empty"), b"").expect("write empty");
-        std::fs::create_dir(path.join("subdir")).expect("create subdir");
-        nix::unistd::mkfifo(&path.join("pipe"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
-        symlink("/etc/passwd", path.join("escape")).expect("link out");
-        symlink("loop", path.join("loop")).expect("link loop");
-        let expected = HashMap::from([
-            ("g101.pdf", Ok(pdf)),
-            ("empty", Ok(Vec::new())),
+fn files() -> &'static [(&'static str, Result<Served, Status>)] {
+    static FILES: OnceLock<Vec<(&'static str, Result<Served, Status>)>> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let pattern = |len: usize| (0..len).map(|index| (index * 7 % 251) as u8).collect();
+        let whole = |content: Vec<u8>| {
+            let size = content.len() as u64;
+            Ok(Served { content, size })
+        };
+        vec![
+            ("g101.pdf", whole(pattern(1000))),
+            ("empty", whole(Vec::new())),
+            ("big", whole(pattern(3 * CHUNK_SIZE + 17))),
+            (
+                "shrinks",
+                Ok(Served {
+                    content: pattern(1000),
+                    size: 2000,
+                }),
+            ),
             ("subdir", Err(Status::FileNotFound)),
             ("pipe", Err(Status::FileNotFound)),
             ("escape", Err(Status::AccessDenied)),
             ("loop", Err(Status::AccessDenied)),
-        ]);
+        ]
+    })
+}
 
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind on loopback");
-        let addr = listener.local_addr().expect("listener address");
-        Bench {
-            listener,
-            addr,
-            dir: ServedDir::open(&path).expect("open the served directory"),
-            lifecycle: lifecycle_leaving_the_fuzzer_its_signals(),
-            expected,
+fn lookup(name: &str) -> Result<&'static Served, Status> {
+    files()
+        .iter()
+        .find(|(file, _)| *file == name)
+        .map_or(Err(Status::FileNotFound), |(_, served)| {
+            served.as_ref().map_err(|status| *status)
+        })
+}
+
+/// The choices the input makes after the client's bytes, used in turn; an
+/// exhausted schedule takes everything at once and never stalls.
+struct Schedule<'a> {
+    choices: std::slice::Iter<'a, u8>,
+}
+
+impl Schedule<'_> {
+    /// How many of `available` bytes the next step moves (at least one).
+    fn amount(&mut self, available: usize) -> usize {
+        match self.choices.next() {
+            Some(&choice) => available.min(usize::from(choice) * 1031 + 1),
+            None => available,
         }
+        .max(1)
     }
 
-    fn exchange(&self, input: &[u8]) {
-        let client = TcpStream::connect(self.addr).expect("connect over loopback");
-        let (server_side, peer) = self.listener.accept().expect("accept");
-        (&client).write_all(input).expect("send the input");
-        client
-            .shutdown(Shutdown::Write)
-            .expect("shut the writing half");
-
-        let handler = Handler {
-            dir: &self.dir,
-            lifecycle: &self.lifecycle,
-            timeout: HANDLER_TIMEOUT,
-        };
-        let outcome = handler.serve(server_side, peer);
-
-        let mut answer = Vec::new();
-        (&client)
-            .read_to_end(&mut answer)
-            .expect("the handler closes cleanly, without a reset");
-        self.judge(input, outcome, &answer);
+    /// Whether the peer stalls now: the socket has nothing, or no room.
+    fn stall(&mut self) -> bool {
+        matches!(self.choices.next(), Some(0))
     }
+}
 
-    fn judge(&self, input: &[u8], outcome: Outcome, answer: &[u8]) {
-        let Some(request) = input.get(..REQUEST_LEN) else {
-            assert!(answer.is_empty(), "an answer to a partial request");
-            assert_eq!(outcome, Outcome::Dropped);
-            return;
-        };
-        let request = FileRequest::decode(request.try_into().expect("260 bytes"));
-        let expected = match request.validate(PROTOCOL_VERSION) {
-            Err(error) => Err(error.status()),
-            Ok(name) => self
-                .expected
-                .get(name.as_str())
-                .cloned()
-                .unwrap_or(Err(Status::FileNotFound)),
-        };
+fuzz_target!(|data: &[u8]| {
+    let Some((&length, rest)) = data.split_first() else {
+        return;
+    };
+    let client_len = (usize::from(length) * 2)
+        .min(rest.len())
+        .min(MAX_CLIENT_BYTES);
+    let (client, choices) = rest.split_at(client_len);
+    let mut schedule = Schedule {
+        choices: choices.iter(),
+    };
+    let (outcome, answer, stalled) = converse(client, &mut schedule);
+    judge(client, outcome, &answer, stalled);
+});
 
-        assert!(answer.len() >= RESPONSE_LEN, "no complete response");
-        let header: [u8; RESPONSE_LEN] = answer[..RESPONSE_LEN].try_into().expect("16 bytes");
-        assert_eq!(header[3..8], [0u8; 5], "padding is zero");
-        let response = FileResponse::decode(&header);
-        assert_eq!(response.protocol_version, PROTOCOL_VERSION);
-        assert_eq!(response.message_type, 2);
-        let content = &answer[RESPONSE_LEN..];
-        match expected {
-            Err(status) => {
-                assert_eq!(response.status, StatusCode::from(status));
-                assert_eq!(response.file_size, 0);
-                assert!(content.is_empty(), "content after an error status");
-                assert_eq!(outcome, Outcome::Answered(status));
+/// Drives a conversation with a peer that sends `client` and then shuts its
+/// writing half; returns how it ended, what it wrote, and whether a stall
+/// past the timeout cut it short.
+fn converse(client: &[u8], schedule: &mut Schedule<'_>) -> (Outcome, Vec<u8>, bool) {
+    let peer: SocketAddr = "192.0.2.1:40000".parse().expect("an address");
+    let mut clock = Instant::now();
+    let mut conversation = Conversation::<&'static Served>::new(peer, TIMEOUT, clock);
+    let mut fed = 0;
+    let mut answer = Vec::new();
+    let mut stalled = false;
+    loop {
+        if schedule.stall() {
+            // Nothing moves until the time the conversation said to look
+            // again; stalls in a row reach the timeout.
+            if let Some(until) = conversation.blocked(clock) {
+                assert!(until > clock, "a wait that ends before it starts");
+                assert!(until <= clock + TIMEOUT, "a wait past the timeout");
+                clock = until;
+                stalled |= conversation.blocked(clock).is_none();
             }
-            Ok(file) => {
-                assert_eq!(response.status, StatusCode::from(Status::Ok));
-                assert_eq!(response.file_size, file.len() as u64);
-                match input.get(REQUEST_LEN) {
-                    Some(3) => {
-                        assert!(content == file, "the content differs from the file");
-                        assert_eq!(
-                            outcome,
-                            Outcome::Sent {
-                                bytes: file.len() as u64
-                            }
-                        );
-                    }
-                    Some(4) => {
-                        assert!(content.is_empty(), "content after a refusal");
-                        assert_eq!(outcome, Outcome::Refused);
-                    }
-                    _ => {
-                        assert!(content.is_empty(), "content without a ready reply");
-                        assert_eq!(outcome, Outcome::Dropped);
-                    }
-                }
+            continue;
+        }
+        match conversation.step() {
+            Step::Read { buffer } => {
+                assert!(!buffer.is_empty(), "a read into nothing");
+                let n = schedule.amount(buffer.len()).min(client.len() - fed);
+                buffer[..n].copy_from_slice(&client[fed..fed + n]);
+                fed += n;
+                conversation.received(n, clock);
             }
+            Step::Write { bytes } => {
+                assert!(!bytes.is_empty(), "a write of nothing");
+                let n = schedule.amount(bytes.len());
+                answer.extend_from_slice(&bytes[..n]);
+                conversation.wrote(n, clock);
+            }
+            Step::Open(name) => {
+                let opened = lookup(name.as_str())
+                    .map(|served| (served, served.size))
+                    .map_err(|status| OpenError {
+                        status,
+                        reason: format!("{name}: {status:?}"),
+                    });
+                conversation.opened(opened, clock);
+            }
+            Step::Send { file, offset, len } => {
+                assert!(len > 0 && len <= CHUNK_SIZE, "a send of {len} bytes");
+                assert!(offset < file.size, "a send past the announced size");
+                let left = file.content.len().saturating_sub(offset as usize);
+                let n = schedule.amount(len).min(left);
+                answer.extend_from_slice(&file.content[offset as usize..offset as usize + n]);
+                conversation.sent(n, clock);
+            }
+            Step::Close(outcome) => return (outcome, answer, stalled),
         }
     }
 }
 
-/// The handler waits through a [`Lifecycle`], whose installation takes over
-/// SIGINT and SIGTERM; the fuzzer's own handlers are put back, so that it
-/// still stops and reports its statistics on them.
-fn lifecycle_leaving_the_fuzzer_its_signals() -> Lifecycle {
-    let probe = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    let stops = [Signal::SIGINT, Signal::SIGTERM];
-    // SAFETY: the default action runs no code of ours; the fuzzer's handler
-    // goes back in place right after.
-    let saved = stops.map(|signal| unsafe { sigaction(signal, &probe) }.expect("read the handler"));
-    let lifecycle = Lifecycle::install(Duration::from_secs(1)).expect("install signal handling");
-    for (signal, previous) in stops.into_iter().zip(saved) {
-        // SAFETY: this is the handler the fuzzer installed for the signal.
-        unsafe { sigaction(signal, &previous) }.expect("restore the handler");
+fn judge(client: &[u8], outcome: Outcome, answer: &[u8], stalled: bool) {
+    let Some(request) = client.get(..REQUEST_LEN) else {
+        assert!(answer.is_empty(), "an answer to a partial request");
+        assert_eq!(outcome, Outcome::Dropped);
+        return;
+    };
+    let request = FileRequest::decode(request.try_into().expect("260 bytes"));
+    let served = match request.validate(PROTOCOL_VERSION) {
+        Err(error) => Err(error.status()),
+        Ok(name) => lookup(name.as_str()),
+    };
+    let (expected, expected_outcome) = match served {
+        Err(status) => (
+            FileResponse::error(status).encode().to_vec(),
+            Outcome::Answered(status),
+        ),
+        Ok(file) => {
+            let mut expected = FileResponse::ok(file.size).encode().to_vec();
+            let outcome = match client.get(REQUEST_LEN) {
+                Some(3) => {
+                    expected.extend_from_slice(&file.content);
+                    if file.content.len() as u64 == file.size {
+                        Outcome::Sent { bytes: file.size }
+                    } else {
+                        Outcome::Dropped
+                    }
+                }
+                Some(4) => Outcome::Refused,
+                _ => Outcome::Dropped,
+            };
+            (expected, outcome)
+        }
+    };
+    if stalled {
+        assert_eq!(
+            outcome,
+            Outcome::Dropped,
+            "a stall past the timeout ends it"
+        );
+        assert!(
+            expected.starts_with(answer),
+            "a conversation cut short answered something else"
+        );
+    } else {
+        assert!(answer.len() >= RESPONSE_LEN, "no complete response");
+        assert!(answer == expected.as_slice(), "the answer differs");
+        assert_eq!(outcome, expected_outcome);
     }
-    lifecycle
 }
