@@ -147,7 +147,7 @@ pub enum SendError {
 }
 
 /// Sends exactly `size` bytes of `file` with `sendfile`, [`CHUNK_SIZE`] at a
-/// time. A peer that takes nothing for `timeout` is given up on.
+/// time. A peer that acknowledges nothing for `timeout` is given up on.
 pub fn send_file(
     stream: &TcpStream,
     file: &File,
@@ -162,11 +162,8 @@ pub fn send_file(
         match sendfile(stream.as_fd(), file.as_fd(), Some(&mut offset), chunk) {
             Ok(0) => return Err(SendError::FileShrank { sent }),
             Ok(n) => sent += n as u64,
-            Err(Errno::EAGAIN) => {
-                let deadline = Instant::now() + timeout;
-                wait_ready(stream, PollFlags::POLLOUT, lifecycle, deadline, timeout)
-                    .map_err(|error| SendError::Exchange { sent, error })?;
-            }
+            Err(Errno::EAGAIN) => wait_for_room(stream, lifecycle, timeout)
+                .map_err(|error| SendError::Exchange { sent, error })?,
             Err(Errno::EINTR) => {}
             Err(errno) => {
                 let error = ExchangeError::Io(errno.into());
@@ -175,6 +172,53 @@ pub fn send_file(
         }
     }
     Ok(sent)
+}
+
+/// How often a send that waits for room looks for the peer's progress. The
+/// kernel reports room only once a third of the send buffer has drained, and
+/// over a slow link that can take longer than the timeout while the peer
+/// takes every byte it is sent.
+const PROGRESS_CHECK: Duration = Duration::from_millis(250);
+
+/// Waits until the send buffer of the non-blocking `stream` takes more bytes.
+/// Gives up when the peer acknowledges nothing for `timeout`, however long a
+/// slow peer that keeps acknowledging takes to drain the buffer.
+fn wait_for_room(
+    stream: &TcpStream,
+    lifecycle: &Lifecycle,
+    timeout: Duration,
+) -> Result<(), ExchangeError> {
+    let mut unacknowledged = unacknowledged_bytes(stream)?;
+    let mut deadline = Instant::now() + timeout;
+    loop {
+        let look_again = (Instant::now() + PROGRESS_CHECK).min(deadline);
+        match wait_ready(stream, PollFlags::POLLOUT, lifecycle, look_again, timeout) {
+            Err(ExchangeError::TimedOut(_)) => {
+                let now_unacknowledged = unacknowledged_bytes(stream)?;
+                if now_unacknowledged < unacknowledged {
+                    unacknowledged = now_unacknowledged;
+                    deadline = Instant::now() + timeout;
+                } else if Instant::now() >= deadline {
+                    return Err(ExchangeError::TimedOut(timeout));
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The bytes written to a TCP socket that its peer has not acknowledged yet
+/// (SIOCOUTQ).
+fn unacknowledged_bytes(stream: &TcpStream) -> io::Result<libc::c_int> {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ stores one int through the pointer, which points at
+    // `bytes`; the descriptor is the stream's own.
+    let result = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut bytes) };
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(bytes)
+    }
 }
 
 /// Closes a server's connection so that what was sent is delivered: bytes the
