@@ -52,7 +52,7 @@
 # The compose part needs Docker (ci/docker-engine.sh) and the images
 # tcpfile/server-MODE, tcpfile/client and tcpfile/tcpdump; it builds them
 # (ci/build-static.sh, ci/debian-base-image.sh, docker/build-images.sh) only
-# when one is missing. About 3 minutes on a 2-core machine.
+# when one is missing. About 2 minutes on a 2-core machine, besides the builds.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
