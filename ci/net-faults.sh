@@ -17,9 +17,10 @@
 #               gives up within its --timeout with exit 5 and keeps no file,
 #               the server gives up within its own --timeout, and once the
 #               partition heals the same server serves the next client.
-# Each of them depends on the model: each model has its own send loop around
-# the shared handler, and the iterative one serves the next client only once
-# it has given up on the last.
+# Each of them runs for every model: a model decides how connections reach
+# the handler and how its processes wait (the evented one with a loop of its
+# own), and the iterative one serves the next client only once it has given
+# up on the last.
 #
 # In the compose lab (once, with SERVER_MODE, default preforked): the server
 # is killed with SIGKILL mid-transfer (the client exits 5 and keeps no file;
@@ -41,7 +42,7 @@
 # Segmentation offloads are off, so a drop loses one segment, as on a real
 # wire. The server's namespace pins its TCP send buffer at 1 MiB (tcp_wmem),
 # so that the files here are larger than what the kernel buffers and the
-# server's own send loop runs for most of every transfer. Retransmissions are
+# server's own send loop runs for seconds, longer than its --timeout. Retransmissions are
 # counted from a capture on the server's side (tcpdump, read back with
 # docker/tcpfile-flows.sh) and from each namespace's own TcpRetransSegs.
 #
