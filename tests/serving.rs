@@ -21,6 +21,7 @@ for_each_model!(
     client_refuses_a_file_over_its_maximum,
     request_sent_one_byte_at_a_time_is_served,
     idle_connection_is_dropped_and_the_next_client_served,
+    steady_slow_reader_is_served_past_the_timeout,
     vanished_client_does_not_stop_the_server,
     killed_client_does_not_stop_the_server,
     links_out_of_the_directory_are_refused,
@@ -298,6 +299,24 @@ fn start_transfer(server: &ServerProcess, name: &str, keep: usize) -> RawPeer {
         .read_exact(&mut first)
         .expect("first content bytes");
     peer
+}
+
+/// A client that keeps reading, however slowly, keeps its connection: the
+/// timeout bounds a stall of the send, never the whole transfer. The reader
+/// takes far less per timeout than the server's send buffer holds, so a
+/// server that waited for room in that buffer instead of for the client's
+/// progress would give up on it.
+fn steady_slow_reader_is_served_past_the_timeout(model: Model) {
+    let fixture = Fixture::new();
+    let content = fixture.add_random("big.bin", 8 * 1024 * 1024);
+    let server = ServerProcess::start_with(model, fixture.path(), &["--timeout", "1"]);
+
+    let (mut peer, first) = begin_slow_transfer(&server, "big.bin", content.len());
+    let started = Instant::now();
+    let received = finish_slowly(&mut peer, first, Duration::from_secs(3));
+    assert!(started.elapsed() > Duration::from_secs(3));
+    assert_eq!(received.len(), content.len(), "{}", server.log_text());
+    assert!(received == content, "the slow transfer is byte-exact");
 }
 
 fn vanished_client_does_not_stop_the_server(model: Model) {
