@@ -79,11 +79,7 @@ pub enum Step<'a, F> {
 
 enum Phase<F> {
     /// The whole request must arrive by `deadline`, however it trickles in.
-    Request {
-        bytes: [u8; REQUEST_LEN],
-        filled: usize,
-        deadline: Instant,
-    },
+    Request { filled: usize, deadline: Instant },
     /// The request names a file, which the driver opens.
     Opening {
         name: FileName,
@@ -101,15 +97,12 @@ enum Phase<F> {
         byte: [u8; REPLY_LEN],
         deadline: Instant,
     },
-    /// Each stall of the send ends at `deadline`, which the peer's
-    /// acknowledgements push back as well as the sends themselves.
+    /// Each stall of the send ends at `deadline`.
     Sending {
         opened: Opened<F>,
         sent: u64,
         deadline: Instant,
         started: Instant,
-        /// Bytes sent and not yet acknowledged, when last looked at.
-        unacknowledged: Option<usize>,
     },
     Over(Outcome),
 }
@@ -125,10 +118,11 @@ struct Opened<F> {
     size: u64,
 }
 
-/// How often a send that waits for room looks at what the peer has
-/// acknowledged. The kernel reports room only once a third of the send buffer
-/// has drained, which over a slow link can take longer than the timeout while
-/// the peer takes every byte it is sent.
+/// How long a send waits for room before it tries again. The kernel reports
+/// room only once a third of the send buffer has drained, which over a slow
+/// link can take longer than the timeout while the peer takes every byte it
+/// is sent; a send takes whatever room there is, so trying again shows the
+/// peer's progress.
 pub const PROGRESS_CHECK: Duration = Duration::from_millis(250);
 
 /// The server's side of one connection.
@@ -137,6 +131,8 @@ pub struct Conversation<F> {
     /// Bounds the arrival of the request, of the reply, and every stall of a
     /// write or a send.
     timeout: Duration,
+    /// The request as it arrives.
+    request: [u8; REQUEST_LEN],
     phase: Phase<F>,
 }
 
@@ -146,8 +142,8 @@ impl<F> Conversation<F> {
         Conversation {
             peer,
             timeout,
+            request: [0; REQUEST_LEN],
             phase: Phase::Request {
-                bytes: [0; REQUEST_LEN],
                 filled: 0,
                 deadline: now + timeout,
             },
@@ -161,8 +157,8 @@ impl<F> Conversation<F> {
     /// What to do next.
     pub fn step(&mut self) -> Step<'_, F> {
         match &mut self.phase {
-            Phase::Request { bytes, filled, .. } => Step::Read {
-                buffer: &mut bytes[*filled..],
+            Phase::Request { filled, .. } => Step::Read {
+                buffer: &mut self.request[*filled..],
             },
             Phase::Opening { name } => Step::Open(name),
             Phase::Responding { bytes, written, .. } => Step::Write {
@@ -216,10 +212,10 @@ impl<F> Conversation<F> {
             return;
         }
         match &mut self.phase {
-            Phase::Request { bytes, filled, .. } => {
+            Phase::Request { filled, .. } => {
                 *filled += n;
                 if *filled == REQUEST_LEN {
-                    let request = FileRequest::decode(bytes);
+                    let request = FileRequest::decode(&self.request);
                     self.judge(&request, now);
                 }
             }
@@ -307,12 +303,10 @@ impl<F> Conversation<F> {
             sent,
             deadline,
             started,
-            unacknowledged,
         } = &mut self.phase
         else {
             return;
         };
-        *unacknowledged = None;
         if n == 0 {
             log::warn!(
                 "{peer}: \"{}\" shrank while it was sent: it ended after {sent} of {} bytes; closing early",
@@ -334,25 +328,7 @@ impl<F> Conversation<F> {
         }
     }
 
-    /// While a send waits for room: the peer has yet to acknowledge
-    /// `unacknowledged` bytes. Fewer than at the last look is progress.
-    pub fn unacknowledged(&mut self, bytes: usize, now: Instant) {
-        let timeout = self.timeout;
-        if let Phase::Sending {
-            deadline,
-            unacknowledged,
-            ..
-        } = &mut self.phase
-        {
-            if unacknowledged.is_some_and(|before| bytes < before) {
-                *deadline = now + timeout;
-            }
-            *unacknowledged = Some(bytes);
-        }
-    }
-
-    /// Whether the step under way is a send, which waits for the peer's
-    /// acknowledgements.
+    /// Whether the step under way is a send.
     pub fn sending(&self) -> bool {
         matches!(self.phase, Phase::Sending { .. })
     }
@@ -436,7 +412,6 @@ impl<F> Conversation<F> {
                         sent: 0,
                         deadline: now + self.timeout,
                         started: now,
-                        unacknowledged: None,
                     }
                 }
             }
@@ -634,23 +609,6 @@ mod tests {
             Some(later + TIMEOUT)
         );
         assert_eq!(conversation.blocked(later + TIMEOUT), None);
-    }
-
-    #[test]
-    fn acknowledgements_are_progress_and_their_absence_is_a_stall() {
-        let start = Instant::now();
-        let mut conversation = sending(1 << 30, start);
-        let step = Duration::from_secs(6);
-        conversation.unacknowledged(4000, start);
-        conversation.unacknowledged(3000, start + step);
-        conversation.unacknowledged(3000, start + step * 2);
-        // The last progress was at start + step.
-        assert!(
-            conversation
-                .blocked(start + step + TIMEOUT - PROGRESS_CHECK)
-                .is_some()
-        );
-        assert_eq!(conversation.blocked(start + step + TIMEOUT), None);
     }
 
     #[test]

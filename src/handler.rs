@@ -13,9 +13,9 @@ use nix::poll::PollFlags;
 
 pub use crate::conversation::Outcome;
 use crate::conversation::{Broken, Conversation, Step};
-use crate::lifecycle::{Lifecycle, Wake};
+use crate::lifecycle::Lifecycle;
 use crate::served_dir::ServedDir;
-use crate::transfer::{close_gracefully, send_chunk, unacknowledged_bytes};
+use crate::transfer::{close_gracefully, send_chunk};
 
 pub struct Handler<'a> {
     pub dir: &'a ServedDir,
@@ -92,8 +92,7 @@ impl Handler<'_> {
     }
 
     /// Waits for `events` on the socket until `until`, a signal, or the end
-    /// of the grace period. A send that is still waiting for room by then
-    /// looks at what the peer has acknowledged meanwhile.
+    /// of the grace period.
     fn wait(
         &self,
         stream: &TcpStream,
@@ -105,16 +104,11 @@ impl Handler<'_> {
             .lifecycle
             .grace_deadline()
             .map_or(until, |grace| grace.min(until));
-        match self
+        if let Err(error) = self
             .lifecycle
             .wait(Some((stream.as_fd(), events)), Some(limit))
         {
-            Ok(Wake::TimedOut) if conversation.sending() => match unacknowledged_bytes(stream) {
-                Ok(bytes) => conversation.unacknowledged(bytes, Instant::now()),
-                Err(error) => conversation.broke(error.into()),
-            },
-            Ok(_) => {}
-            Err(error) => conversation.broke(error.into()),
+            conversation.broke(error.into());
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -38,19 +38,6 @@ pub fn send_chunk(socket: &TcpStream, file: &File, offset: u64, len: usize) -> i
         Some(&mut position),
         len,
     )?)
-}
-
-/// The bytes written to a TCP socket that its peer has not acknowledged yet
-/// (SIOCOUTQ).
-pub fn unacknowledged_bytes(socket: &TcpStream) -> io::Result<usize> {
-    let mut bytes: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ stores one int through the pointer, which points at
-    // `bytes`; the descriptor is the socket's own.
-    let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut bytes) };
-    if result < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(bytes).unwrap_or(0))
 }
 
 /// Closes a server's connection so that what was sent is delivered: bytes the
