@@ -120,9 +120,9 @@ struct Opened<F> {
 
 /// How long a send waits for room before it tries again. The kernel reports
 /// room only once a third of the send buffer has drained, which over a slow
-/// link can take longer than the timeout while the peer takes every byte it
-/// is sent; a send takes whatever room there is, so trying again shows the
-/// peer's progress.
+/// link takes seconds while the peer takes every byte it is sent; a send
+/// takes whatever room there is, so trying again sees the peer's progress
+/// when it happens, and a stall is timed from when the peer really stopped.
 pub const PROGRESS_CHECK: Duration = Duration::from_millis(250);
 
 /// The server's side of one connection.
