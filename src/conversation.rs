@@ -79,7 +79,10 @@ pub enum Step<'a, F> {
 
 enum Phase<F> {
     /// The whole request must arrive by `deadline`, however it trickles in.
-    Request { filled: usize, deadline: Instant },
+    Request {
+        filled: usize,
+        deadline: Instant,
+    },
     /// The request names a file, which the driver opens.
     Opening {
         name: FileName,

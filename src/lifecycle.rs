@@ -285,6 +285,18 @@ impl Lifecycle {
         }
     }
 
+    /// Lends the descriptor that turns readable when a signal arrives, to a
+    /// process that waits in a loop of its own (epoll) instead of
+    /// [`Lifecycle::wait`]; it then calls [`Lifecycle::take_signals`].
+    pub fn with_signal_fd<R>(&self, lend: impl FnOnce(BorrowedFd<'_>) -> R) -> R {
+        lend(self.wake.borrow().read.as_fd())
+    }
+
+    /// Acts on the signals that arrived since the last look.
+    pub fn take_signals(&self) {
+        self.update();
+    }
+
     /// Sleeps for `duration` unless a signal arrives first.
     pub fn pause(&self, duration: Duration) -> io::Result<Wake> {
         self.wait(None, Some(Instant::now() + duration))
@@ -292,6 +304,6 @@ impl Lifecycle {
 }
 
 /// Rounds up, so a wait never returns just before its deadline and spins.
-fn poll_timeout(remaining: Duration) -> PollTimeout {
+pub fn poll_timeout(remaining: Duration) -> PollTimeout {
     PollTimeout::try_from(remaining.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
 }

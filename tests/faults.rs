@@ -364,17 +364,17 @@ fn removed_directory_is_an_error_until_it_returns(model: Model) {
     assert!(server.wait_for_log("was removed; reopened it by its path", PATIENCE));
 }
 
-/// The processes that call `accept`: the main one, or the preforked workers.
+/// The processes that call `accept`: the main one, or the workers.
 fn accepting_processes(server: &ServerProcess, model: Model) -> Vec<i32> {
-    match model {
-        Model::Preforked(workers) => {
+    match model.workers() {
+        Some(workers) => {
             assert!(
                 wait_until(PATIENCE, || server.children().len() == workers as usize),
                 "the workers never started"
             );
             server.children()
         }
-        Model::Iterative | Model::Parallel(_) => vec![server.pid],
+        None => vec![server.pid],
     }
 }
 
@@ -657,6 +657,12 @@ mod soak {
         soak(Model::Preforked(16), "preforked server, 16 workers");
     }
 
+    #[test]
+    #[ignore = "a soak of a minute per model: ci/soak.sh runs it"]
+    fn soak_evented() {
+        soak(Model::Evented(2), "evented server, 2 workers");
+    }
+
     const FILES: [(&str, usize); 6] = [
         ("empty", 0),
         ("one", 1),
@@ -738,7 +744,9 @@ mod soak {
                 server.zombies().is_empty()
                     && match model {
                         Model::Parallel(_) => server.children().is_empty(),
-                        Model::Preforked(workers) => server.children().len() == workers as usize,
+                        Model::Preforked(workers) | Model::Evented(workers) => {
+                            server.children().len() == workers as usize
+                        }
                         Model::Iterative => true,
                     }
             })
@@ -750,7 +758,7 @@ mod soak {
         std::thread::sleep(Duration::from_millis(500));
         let processes_before = server.processes();
         let long_lived: Vec<i32> = match model {
-            Model::Preforked(_) => processes_before.clone(),
+            Model::Preforked(_) | Model::Evented(_) => processes_before.clone(),
             Model::Iterative | Model::Parallel(_) => vec![server.pid],
         };
         let watched: Vec<Watched> = long_lived
@@ -857,11 +865,8 @@ mod soak {
             .args(binary.get_args())
             .args(["127.0.0.1", "0"])
             .arg(dir);
-        match model {
-            Model::Iterative => {}
-            Model::Parallel(count) | Model::Preforked(count) => {
-                command.arg(count.to_string());
-            }
+        if let Some(count) = model.process_count() {
+            command.arg(count.to_string());
         }
         command.args(["--timeout", "5"]);
         ServerProcess::spawn(command)

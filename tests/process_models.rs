@@ -1,5 +1,7 @@
-//! What distinguishes the parallel and preforked models: bounded children,
-//! workers that overlap, replacement of dead workers, and the usage rules.
+//! What distinguishes the models with several processes: the parallel one's
+//! bounded children; the preforked and evented ones' pools of workers, which
+//! overlap, are replaced when they die and never outlive their parent; and
+//! the usage rules of all of them.
 
 mod common;
 
@@ -9,6 +11,27 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::Signal;
 use tcpfile::protocol::ClientReply;
+
+/// Makes a test of each listed function for each model with a pool of
+/// workers forked at start: `preforked::name` and `evented::name`.
+macro_rules! for_each_pool {
+    ($($test:ident),* $(,)?) => {
+        mod preforked {
+            $( #[test] fn $test() { super::$test(super::Model::Preforked(3)) } )*
+        }
+        mod evented {
+            $( #[test] fn $test() { super::$test(super::Model::Evented(3)) } )*
+        }
+    };
+}
+
+for_each_pool!(
+    workers_serve_at_the_same_time,
+    a_killed_worker_is_replaced,
+    gives_up_when_every_worker_dies_at_once,
+    killed_parent_leaves_nothing_behind,
+    sigterm_to_one_worker_stops_only_that_worker,
+);
 
 /// A client that asks for `name` and reads it at about 30 MB/s through a
 /// fixed receive buffer. With a file several times the largest send buffer
@@ -145,11 +168,10 @@ fn parallel_children_log_with_their_own_pid() {
     );
 }
 
-#[test]
-fn preforked_workers_serve_at_the_same_time() {
+fn workers_serve_at_the_same_time(model: Model) {
     let fixture = Fixture::new();
     let content = fixture.add_random("big.bin", 12 * 1024 * 1024);
-    let server = ServerProcess::start(Model::Preforked(3), fixture.path());
+    let server = ServerProcess::start(model, fixture.path());
     assert!(wait_until(PATIENCE, || server.children().len() == 3));
     assert!(server.wait_for_log_count("started", 3, PATIENCE));
 
@@ -165,11 +187,10 @@ fn preforked_workers_serve_at_the_same_time() {
     assert_eq!(server.children().len(), 3, "the pool is unchanged");
 }
 
-#[test]
-fn preforked_replaces_a_killed_worker() {
+fn a_killed_worker_is_replaced(model: Model) {
     let fixture = Fixture::new();
     fixture.add("a.txt", b"hello");
-    let server = ServerProcess::start(Model::Preforked(3), fixture.path());
+    let server = ServerProcess::start(model, fixture.path());
     assert!(wait_until(PATIENCE, || server.children().len() == 3));
     let before = server.children();
     // A worker that has served for a while dies like any crash.
@@ -194,10 +215,9 @@ fn preforked_replaces_a_killed_worker() {
     }
 }
 
-#[test]
-fn preforked_gives_up_when_every_worker_dies_at_once() {
+fn gives_up_when_every_worker_dies_at_once(model: Model) {
     let fixture = Fixture::new();
-    let mut server = ServerProcess::start(Model::Preforked(2), fixture.path());
+    let mut server = ServerProcess::start(model, fixture.path());
     let started = Instant::now();
     let status = loop {
         for pid in server.children() {
@@ -220,9 +240,12 @@ fn preforked_gives_up_when_every_worker_dies_at_once() {
     // The rate limit spaces replacements out instead of forking in a loop.
     let replacements = server.count_in_log("replacing worker");
     assert!(replacements < 12, "{replacements} replacements");
+    // Without the back-off it would give up within milliseconds; with it,
+    // at least one replacement waits the longest delay, a second.
     assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "replacements were spaced out"
+        started.elapsed() >= Duration::from_secs(1),
+        "replacements were spaced out: gave up after {:?}",
+        started.elapsed()
     );
 }
 
@@ -234,6 +257,8 @@ fn process_counts_must_be_positive_numbers() {
         ("tcpfile-server-parallel", "many"),
         ("tcpfile-server-preforked", "0"),
         ("tcpfile-server-preforked", "-3"),
+        ("tcpfile-server-evented", "0"),
+        ("tcpfile-server-evented", "many"),
     ] {
         let output = command(binary)
             .args(["127.0.0.1", "0"])
@@ -258,6 +283,7 @@ fn missing_directory_fails_before_binding() {
             ("tcpfile-server-iterative", None),
             ("tcpfile-server-parallel", Some("2")),
             ("tcpfile-server-preforked", Some("2")),
+            ("tcpfile-server-evented", Some("2")),
         ] {
             let output = command(binary)
                 .args(["127.0.0.1", "0"])
@@ -302,7 +328,7 @@ fn killed_parent_leaves_nothing_behind(model: Model) {
     let mut server = ServerProcess::start_with(model, fixture.path(), &["--grace", "1"]);
     let _stalled = stalled_transfer(server.addr, "big.bin");
     assert!(wait_until(PATIENCE, || !server.children().is_empty()));
-    if let Model::Preforked(workers) = model {
+    if let Some(workers) = model.workers() {
         assert!(wait_until(PATIENCE, || server.children().len() == workers as usize));
     }
     let children = server.children();
@@ -338,16 +364,10 @@ fn killed_parallel_server_leaves_nothing_behind() {
     killed_parent_leaves_nothing_behind(Model::Parallel(4));
 }
 
-#[test]
-fn killed_preforked_server_leaves_nothing_behind() {
-    killed_parent_leaves_nothing_behind(Model::Preforked(3));
-}
-
-#[test]
-fn sigterm_to_one_preforked_worker_stops_only_that_worker() {
+fn sigterm_to_one_worker_stops_only_that_worker(model: Model) {
     let fixture = Fixture::new();
     fixture.add("a.txt", b"hello");
-    let server = ServerProcess::start(Model::Preforked(3), fixture.path());
+    let server = ServerProcess::start(model, fixture.path());
     assert!(wait_until(PATIENCE, || server.children().len() == 3));
     let before = server.children();
     let victim = before[0];
@@ -434,4 +454,25 @@ fn durations_beyond_a_day_or_nonsense_are_usage_errors() {
             stderr_of(&output)
         );
     }
+}
+
+#[test]
+fn evented_workers_serve_past_hundreds_of_idle_connections() {
+    let fixture = Fixture::new();
+    fixture.add("a.txt", b"hello");
+    let timeout = Duration::from_secs(10);
+    let seconds = timeout.as_secs().to_string();
+    let server =
+        ServerProcess::start_with(Model::Evented(2), fixture.path(), &["--timeout", &seconds]);
+    // Far more idle connections than workers: each of the other models would
+    // make the fetch wait for a timeout per process.
+    let idle = connect_all_at_once(server.addr, 300);
+    let started = Instant::now();
+    server.fetch_expecting("a.txt", b"hello");
+    let took = started.elapsed();
+    assert!(
+        took < timeout / 4,
+        "the fetch behind 300 idle connections took {took:?}"
+    );
+    drop(idle);
 }

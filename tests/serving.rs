@@ -503,8 +503,8 @@ fn bad_name_lengths_get_invalid_filename(model: Model) {
 fn sigterm_while_idle_exits_promptly(model: Model) {
     let fixture = Fixture::new();
     let mut server = ServerProcess::start(model, fixture.path());
-    let workers = if matches!(model, Model::Preforked(_)) {
-        assert!(wait_until(PATIENCE, || server.children().len() == 3));
+    let workers = if let Some(workers) = model.workers() {
+        assert!(wait_until(PATIENCE, || server.children().len() == workers as usize));
         server.children()
     } else {
         Vec::new()
@@ -619,12 +619,12 @@ fn many_requests_leave_no_zombie_and_no_descriptor(model: Model) {
     let server = ServerProcess::start(model, fixture.path());
     // The processes that live on: the server, and a preforked server's
     // workers; each must hold what it held before.
-    let long_lived = match model {
-        Model::Preforked(workers) => {
+    let long_lived = match model.workers() {
+        Some(workers) => {
             assert!(wait_until(PATIENCE, || server.children().len() == workers as usize));
             server.processes()
         }
-        Model::Iterative | Model::Parallel(_) => vec![server.pid],
+        None => vec![server.pid],
     };
     // Exchanges first, so that everything each process opens once is open.
     for _ in 0..long_lived.len() * 4 {

@@ -1,7 +1,10 @@
-//! What the three server models share: start-up, the listening socket, the
-//! accept step, and the bookkeeping of child processes. The models differ
-//! only in how connections reach [`Handler::serve`].
+//! What the server models share: start-up, the listening socket, the accept
+//! step, and the bookkeeping of child processes. The models differ only in
+//! how they schedule connections: the three lab models hand each to
+//! [`Handler::serve`], the evented one keeps many in an event loop; every one
+//! drives the same [`crate::conversation::Conversation`].
 
+pub mod evented;
 pub mod iterative;
 pub mod parallel;
 pub mod preforked;
@@ -178,40 +181,58 @@ impl<'a> Acceptor<'a> {
     }
 
     fn shed(&mut self, lifecycle: &Lifecycle, cause: &io::Error) -> io::Result<()> {
-        match self.reserve.take() {
-            Some(reserve) => {
-                drop(reserve);
-                let nobody_waiting = match self.listener.accept() {
-                    Ok((stream, peer)) => {
-                        log::warn!(
-                            "out of file descriptors ({cause}): closed the connection from {peer} unserved"
-                        );
-                        drop(stream);
-                        false
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => true,
-                    Err(error) => {
-                        log::warn!("out of file descriptors ({cause}): {error}");
-                        false
-                    }
-                };
-                self.reserve = self.listener.as_fd().try_clone_to_owned().ok();
-                if nobody_waiting {
-                    // accept fails for want of a descriptor even when nobody
-                    // is waiting: sleep until somebody connects, rather than
-                    // retry (and log) on a clock.
-                    let readable = Some((self.listener.as_fd(), PollFlags::POLLIN));
-                    lifecycle.wait(readable, None)?;
-                    return Ok(());
-                }
-            }
-            None => log::warn!("out of file descriptors ({cause}); waiting for some to be freed"),
+        if shed_one(self.listener, &mut self.reserve, cause) == Shed::NobodyWaiting {
+            // accept fails for want of a descriptor even when nobody is
+            // waiting: sleep until somebody connects, rather than retry (and
+            // log) on a clock.
+            let readable = Some((self.listener.as_fd(), PollFlags::POLLIN));
+            lifecycle.wait(readable, None)?;
+            return Ok(());
         }
         // Descriptors come back as connections end; pausing keeps a burst
         // from turning into a busy loop of accept and close.
         lifecycle.pause(Duration::from_millis(10))?;
         Ok(())
     }
+}
+
+/// What giving up the spare descriptor to take one connection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// A waiting connection was taken and closed unserved.
+    Closed,
+    /// Nobody was waiting after all.
+    NobodyWaiting,
+    /// There was no spare descriptor to give up.
+    NoSpare,
+}
+
+/// Out of descriptors, with connections waiting: gives up `reserve`, a spare
+/// descriptor, to take the first waiting connection and close it unserved,
+/// then takes the spare back. Otherwise the pending connection would keep
+/// the listener readable, and a loop around it would spin.
+pub fn shed_one(listener: &TcpListener, reserve: &mut Option<OwnedFd>, cause: &io::Error) -> Shed {
+    let Some(spare) = reserve.take() else {
+        log::warn!("out of file descriptors ({cause}); waiting for some to be freed");
+        return Shed::NoSpare;
+    };
+    drop(spare);
+    let shed = match listener.accept() {
+        Ok((stream, peer)) => {
+            log::warn!(
+                "out of file descriptors ({cause}): closed the connection from {peer} unserved"
+            );
+            drop(stream);
+            Shed::Closed
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Shed::NobodyWaiting,
+        Err(error) => {
+            log::warn!("out of file descriptors ({cause}): {error}");
+            Shed::Closed
+        }
+    };
+    *reserve = listener.as_fd().try_clone_to_owned().ok();
+    shed
 }
 
 /// A child process the parent is responsible for.

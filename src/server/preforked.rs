@@ -1,6 +1,7 @@
 //! A fixed pool of workers forked up front, each an iterative server on the
 //! shared listening socket. The parent serves nobody: it replaces workers that
-//! die, at a limited rate, and stops them all on a stop signal.
+//! die, at a limited rate, and stops them all on a stop signal. The evented
+//! model's workers are supervised the same way.
 
 use std::time::{Duration, Instant};
 
@@ -23,11 +24,20 @@ const FIRST_RESPAWN_DELAY: Duration = Duration::from_millis(100);
 const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(1);
 
 pub fn run(args: &ServerArgs, workers: usize) -> anyhow::Result<()> {
-    let server = Server::start(args, "preforked")?;
+    supervise(args, "preforked", workers, serve_one_at_a_time)
+}
+
+/// What each worker does with the server, until it stops.
+pub type Work = fn(&Server) -> std::io::Result<()>;
+
+/// Starts `model`'s server and `workers` processes that `work` on it, and
+/// supervises them until a stop signal.
+pub fn supervise(args: &ServerArgs, model: &str, workers: usize, work: Work) -> anyhow::Result<()> {
+    let server = Server::start(args, model)?;
     let lifecycle = &server.lifecycle;
     let mut children = Children::default();
     for number in 1..=workers {
-        match spawn_worker(&server) {
+        match spawn_worker(&server, work) {
             Ok(pid) => {
                 children.add(pid, "worker".to_string());
                 log::info!("worker {pid} started");
@@ -91,7 +101,7 @@ pub fn run(args: &ServerArgs, workers: usize) -> anyhow::Result<()> {
         }
         while !lifecycle.stopping() && Instant::now() >= next_spawn {
             let Some(dead) = missing.pop() else { break };
-            match spawn_worker(&server) {
+            match spawn_worker(&server, work) {
                 Ok(pid) => {
                     children.add(pid, "worker".to_string());
                     log::info!("worker {pid} started, replacing worker {dead}");
@@ -119,8 +129,8 @@ pub fn run(args: &ServerArgs, workers: usize) -> anyhow::Result<()> {
     }
 }
 
-fn spawn_worker(server: &Server) -> nix::Result<Pid> {
-    fork_child(&server.lifecycle, || match serve_one_at_a_time(server) {
+fn spawn_worker(server: &Server, work: Work) -> nix::Result<Pid> {
+    fork_child(&server.lifecycle, || match work(server) {
         Ok(()) => 0,
         Err(error) => {
             log::error!("worker failed: {error}");

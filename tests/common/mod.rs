@@ -28,6 +28,7 @@ pub fn binary_path(name: &str) -> PathBuf {
         "tcpfile-server-iterative" => env!("CARGO_BIN_EXE_tcpfile-server-iterative"),
         "tcpfile-server-parallel" => env!("CARGO_BIN_EXE_tcpfile-server-parallel"),
         "tcpfile-server-preforked" => env!("CARGO_BIN_EXE_tcpfile-server-preforked"),
+        "tcpfile-server-evented" => env!("CARGO_BIN_EXE_tcpfile-server-evented"),
         "tcpfile-bench" => env!("CARGO_BIN_EXE_tcpfile-bench"),
         other => panic!("no binary named {other}"),
     })
@@ -51,8 +52,8 @@ pub fn under_emulation() -> bool {
 }
 
 /// Makes a test of each listed function for each server model: `fn
-/// name(model: Model)` becomes `iterative::name`, `parallel::name` and
-/// `preforked::name`.
+/// name(model: Model)` becomes `iterative::name`, `parallel::name`,
+/// `preforked::name` and `evented::name`.
 macro_rules! for_each_model {
     ($($test:ident),* $(,)?) => {
         mod iterative {
@@ -64,15 +65,19 @@ macro_rules! for_each_model {
         mod preforked {
             $( #[test] fn $test() { super::$test(super::Model::Preforked(3)) } )*
         }
+        mod evented {
+            $( #[test] fn $test() { super::$test(super::Model::Evented(2)) } )*
+        }
     };
 }
 
-/// The three server models, with the process count each test gives them.
+/// The server models, with the process count each test gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Model {
     Iterative,
     Parallel(u32),
     Preforked(u32),
+    Evented(u32),
 }
 
 impl Model {
@@ -81,14 +86,28 @@ impl Model {
             Model::Iterative => "tcpfile-server-iterative",
             Model::Parallel(_) => "tcpfile-server-parallel",
             Model::Preforked(_) => "tcpfile-server-preforked",
+            Model::Evented(_) => "tcpfile-server-evented",
         }
     }
 
-    fn process_count(self) -> Option<u32> {
+    pub fn process_count(self) -> Option<u32> {
         match self {
             Model::Iterative => None,
-            Model::Parallel(count) | Model::Preforked(count) => Some(count),
+            Model::Parallel(count) | Model::Preforked(count) | Model::Evented(count) => Some(count),
         }
+    }
+
+    /// The workers forked at start, for the models that have them.
+    pub fn workers(self) -> Option<u32> {
+        match self {
+            Model::Preforked(workers) | Model::Evented(workers) => Some(workers),
+            Model::Iterative | Model::Parallel(_) => None,
+        }
+    }
+
+    /// Whether one process serves one connection at a time.
+    pub fn one_connection_per_process(self) -> bool {
+        !matches!(self, Model::Evented(_))
     }
 }
 
