@@ -3,14 +3,13 @@
 # architecture, makes the Debian base image when no registry answers, builds
 # the images and runs the lab in the foreground (Ctrl-C stops it).
 #
-#   make up [SERVER_MODE=iterative|parallel|preforked] [SERVER_PROCESSES=N]
+#   make up [SERVER_MODE=iterative|parallel|preforked|evented] [SERVER_PROCESSES=N]
 #   make crowd [CLIENTS=N]     with the lab up, in another terminal
 #   make down                  removes the lab's containers, network and volume
 #   make e2e                   the end-to-end check of all three server models
 #   make lint                  every static check, compose validation included
 
 SERVER_MODE ?= preforked
-SERVER_PROCESSES ?= 4
 CLIENTS ?= 8
 COMPOSE_PROJECT_NAME ?= tcpfile
 # The clients write downloads/ as you, so the files are yours; root gets the

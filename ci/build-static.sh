@@ -10,7 +10,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-BINARIES=(tcpfile-client tcpfile-server-iterative tcpfile-server-parallel tcpfile-server-preforked)
+BINARIES=(tcpfile-client tcpfile-server-iterative tcpfile-server-parallel tcpfile-server-preforked
+    tcpfile-server-evented)
 
 if [ "$#" -gt 0 ]; then
     targets=("$@")

@@ -29,11 +29,11 @@ declare -A EXPECTED_EXIT=([client-ok]=0 [client-empty]=0 [client-refused]=4 [cli
 if [ "$#" -gt 0 ]; then
     modes=("$@")
 else
-    modes=(iterative parallel preforked)
+    modes=(iterative parallel preforked evented)
 fi
 for mode in "${modes[@]}"; do
     case "$mode" in
-        iterative | parallel | preforked) ;;
+        iterative | parallel | preforked | evented) ;;
         *) echo "error: unknown server model: $mode" >&2; exit 1 ;;
     esac
 done

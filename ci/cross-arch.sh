@@ -76,7 +76,7 @@ stop_server() {
 }
 
 failures=0
-for model in iterative parallel preforked; do
+for model in iterative parallel preforked evented; do
     for pair in "arm64 amd64" "amd64 arm64"; do
         read -r server_arch client_arch <<< "$pair"
         start_server "$server_arch" "$model"

@@ -150,3 +150,9 @@ for idle in 0 3 4 8; do
 done
 measure "preforked, 4 workers" 8 $((2 * timeout - 1))
 stop_server
+
+start_server tcpfile-server-evented 2
+for idle in 0 8 64; do
+    measure "evented, 2 workers" "$idle"
+done
+stop_server

@@ -32,7 +32,7 @@ cargo test --locked --test faults --no-run
 started=$SECONDS
 TCPFILE_SOAK_SECONDS=$seconds setsid \
     cargo test --locked --test faults -- --ignored --exact --nocapture --test-threads=1 \
-    soak::soak_iterative soak::soak_parallel soak::soak_preforked &
+    soak::soak_iterative soak::soak_parallel soak::soak_preforked soak::soak_evented &
 soak_pid=$!
 code=0
 wait "$soak_pid" || code=$?

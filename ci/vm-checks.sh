@@ -28,7 +28,7 @@
 # script runs itself again with an internal first argument.
 set -euo pipefail
 
-MODELS=(iterative parallel preforked)
+MODELS=(iterative parallel preforked evented)
 UNIT=tcpfile-server@.service
 UNIT_PATH=/etc/systemd/system/$UNIT
 SERVED_DIR=/srv/tcpfile

@@ -5,7 +5,7 @@
 #   docker/build-images.sh [ARCH]
 #
 # ARCH is amd64 or arm64, by default the Docker engine's own. For the engine's
-# own architecture it builds tcpfile/server-{iterative,parallel,preforked},
+# own architecture it builds tcpfile/server-{iterative,parallel,preforked,evented},
 # tcpfile/client and tcpfile/tcpdump, tagged latest and VERSION-ARCH. For the
 # other architecture it builds only the FROM scratch images, tagged
 # VERSION-ARCH, to carry to such a machine (docker save | docker load): those
@@ -17,7 +17,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SCRATCH_LIMIT=$((3 * 1024 * 1024))
-SERVER_MODES=(iterative parallel preforked)
+SERVER_MODES=(iterative parallel preforked evented)
 SOURCE_LABEL=org.opencontainers.image.source=https://github.com/tcpfile/tcpfile
 
 engine_arch=$(docker version -f '{{.Server.Arch}}')

@@ -13,7 +13,7 @@ else
     compose=(docker-compose)
 fi
 
-for mode in iterative parallel preforked; do
+for mode in iterative parallel preforked evented; do
     SERVER_MODE=$mode "${compose[@]}" --profile crowd config --quiet
 done
 echo "compose.yaml is valid for every server model"

@@ -1,5 +1,5 @@
 # The server images, one per server model: build with --target iterative,
-# parallel or preforked, from the repository's root, after ci/build-static.sh.
+# parallel, preforked or evented, from the repository's root, after ci/build-static.sh.
 # Each holds that model's static binary and tcpfile-client for the health check,
 # from dist/<arch>/ for the architecture being built. BuildKit sets TARGETARCH;
 # the classic builder needs --build-arg TARGETARCH=amd64 or arm64.
@@ -52,3 +52,10 @@ LABEL org.opencontainers.image.title="tcpfile-server-preforked"
 COPY dist/${TARGETARCH}/tcpfile-server-preforked /usr/local/bin/
 ENTRYPOINT ["/usr/local/bin/tcpfile-server-preforked"]
 CMD ["0.0.0.0", "7070", "/srv/files", "4"]
+
+FROM base AS evented
+ARG TARGETARCH
+LABEL org.opencontainers.image.title="tcpfile-server-evented"
+COPY dist/${TARGETARCH}/tcpfile-server-evented /usr/local/bin/
+ENTRYPOINT ["/usr/local/bin/tcpfile-server-evented"]
+CMD ["0.0.0.0", "7070", "/srv/files", "2"]

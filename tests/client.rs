@@ -206,6 +206,7 @@ fn version_names_target_and_commit() {
         "tcpfile-server-iterative",
         "tcpfile-server-parallel",
         "tcpfile-server-preforked",
+        "tcpfile-server-evented",
     ] {
         let output = command(binary).arg("--version").output().expect("run");
         let text = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -19,7 +19,7 @@
 # edited, are kept.
 set -euo pipefail
 
-MODELS=(iterative parallel preforked)
+MODELS=(iterative parallel preforked evented)
 SERVED_DIR=/srv/tcpfile
 ENV_DIR=/etc/tcpfile
 UNIT=tcpfile-server@.service
@@ -97,7 +97,7 @@ make_sample random-1M.bin $((1024 * 1024))
 make_sample random-16M.bin $((16 * 1024 * 1024))
 
 # model port processes: the process count is MAX_CHILDREN for parallel,
-# CHILDREN for preforked, and nothing for iterative.
+# CHILDREN for preforked, WORKERS for evented, and nothing for iterative.
 write_env() {
     local model=$1 port=$2 processes=$3
     local path="$ENV_DIR/$model.env"
@@ -110,7 +110,8 @@ TCPFILE_ADDR=0.0.0.0
 TCPFILE_PORT=$port
 # Outside /home, /root and /run/user, which the unit's sandbox hides.
 TCPFILE_DIR=$SERVED_DIR
-# MAX_CHILDREN for parallel, CHILDREN for preforked, empty for iterative.
+# MAX_CHILDREN for parallel, CHILDREN for preforked, WORKERS for evented,
+# empty for iterative.
 TCPFILE_PROCESSES=$processes
 # More options, such as -v to log every header in hex or --timeout SECS. Keep
 # --grace under the unit's TimeoutStopSec (15 s).
@@ -123,6 +124,7 @@ install -d -m 0755 "$ENV_DIR"
 write_env iterative 9001 ""
 write_env parallel 9002 16
 write_env preforked 9003 4
+write_env evented 9004 2
 
 install_file 0644 "$source_dir/vagrant/systemd/$UNIT" "/etc/systemd/system/$UNIT"
 echo "provision: installed /etc/systemd/system/$UNIT and the env files in $ENV_DIR"
