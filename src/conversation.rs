@@ -290,7 +290,15 @@ impl<F> Conversation<F> {
                 );
             }
             Err(error) => {
-                log::warn!("{}: {}", self.peer, error.reason);
+                // Asking for a file that is not there is routine (a health
+                // check does it every few seconds); anything else is worth
+                // a warning.
+                let level = if error.status == Status::FileNotFound {
+                    log::Level::Info
+                } else {
+                    log::Level::Warn
+                };
+                log::log!(level, "{}: {}", self.peer, error.reason);
                 self.respond_error(error.status, now);
             }
         }

@@ -38,6 +38,7 @@ for_each_model!(
     withheld_reply_is_dropped_at_the_timeout,
     stalled_reader_is_dropped_at_the_timeout,
     ctrl_c_to_the_process_group_counts_once,
+    health_probes_and_a_normal_stop_log_no_warning,
     files_over_4_gib_are_offered_with_their_size,
 );
 
@@ -795,4 +796,48 @@ fn a_file_over_4_gib_arrives_whole() {
     }
     assert_eq!(received, size, "every byte arrives, and no more");
     assert_eq!(last, tail, "the bytes past 4 GiB are the file's");
+}
+
+/// Lines a routine run must not log: warnings and errors.
+fn alarms(server: &ServerProcess) -> Vec<String> {
+    server
+        .log_lines()
+        .into_iter()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect()
+}
+
+fn health_probes_and_a_normal_stop_log_no_warning(model: Model) {
+    let fixture = Fixture::new();
+    fixture.add("a.txt", b"hello");
+    let mut server = ServerProcess::start(model, fixture.path());
+    if let Some(workers) = model.workers() {
+        assert!(server.wait_for_log_count(" started", workers as usize, PATIENCE));
+    }
+    // What the images' HEALTHCHECK runs, a few times over.
+    for round in 1..=3 {
+        let probe = command("tcpfile-client")
+            .args(["--probe", "-q", "--timeout", "3", "127.0.0.1"])
+            .arg(server.port().to_string())
+            .args(["healthcheck", "0"])
+            .output()
+            .expect("run the probe");
+        assert!(probe.status.success(), "{}", stderr_of(&probe));
+        assert!(server.wait_for_log_count("closed connection", round, PATIENCE));
+    }
+    server.fetch_expecting("a.txt", b"hello");
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit(PATIENCE).expect("the server exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        server
+            .log_text()
+            .contains("healthcheck: No such file or directory")
+    );
+    assert_eq!(
+        alarms(&server),
+        Vec::<String>::new(),
+        "{}",
+        server.log_text()
+    );
 }
