@@ -205,6 +205,7 @@ impl AtomicFile {
             Err(errno) => return Err(with_path(errno.into(), folder)),
         };
         let file = File::from(fd);
+        give_to_folder_owner(&file, &dir, folder);
         // Where the file system has no locks, nobody else can take this one's
         // either, so it is never mistaken for an abandoned one.
         try_lock(&file);
@@ -283,6 +284,35 @@ impl Drop for AtomicFile {
                 UnlinkatFlags::NoRemoveDir,
             );
         }
+    }
+}
+
+/// Run as root, saving into a folder that belongs to someone else (`sudo`,
+/// or a container's root writing into a user's bind-mounted folder), the
+/// file is given to the folder's owner, like the folder's other files, rather
+/// than left to root. Without the right to (no CAP_CHOWN), it stays root's.
+fn give_to_folder_owner(file: &File, dir: &OwnedFd, folder: &Path) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let Ok(owner) = nix::sys::stat::fstat(dir.as_fd()) else {
+        return;
+    };
+    if owner.st_uid == 0 {
+        return;
+    }
+    let given = nix::unistd::fchown(
+        file.as_fd(),
+        Some(nix::unistd::Uid::from_raw(owner.st_uid)),
+        Some(nix::unistd::Gid::from_raw(owner.st_gid)),
+    );
+    if let Err(errno) = given {
+        log::warn!(
+            "the file stays root's: cannot give it to {}:{}, the owner of {}: {errno}",
+            owner.st_uid,
+            owner.st_gid,
+            folder.display()
+        );
     }
 }
 

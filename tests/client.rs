@@ -662,3 +662,38 @@ fn devices_are_written_or_refused_and_never_replaced() {
             .is_block_device()
     );
 }
+
+#[test]
+fn root_gives_what_it_saves_to_the_owner_of_the_folder() {
+    use std::os::unix::fs::MetadataExt;
+    if !running_as_root() {
+        skip(
+            "root_gives_what_it_saves_to_the_owner_of_the_folder",
+            "only root saves into another user's folder",
+        );
+        return;
+    }
+    let fixture = Fixture::new();
+    fixture.add("a.txt", b"hello");
+    let server = ServerProcess::start(Model::Iterative, fixture.path());
+    let out = tempfile::tempdir().expect("temp dir");
+    let (uid, gid) = (4_000_001, 4_000_002);
+    nix::unistd::chown(
+        out.path(),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .expect("give the folder to another user");
+
+    let output = server.fetch("a.txt", "1K", &out.path().join("a.txt"));
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let saved = std::fs::metadata(out.path().join("a.txt")).expect("stat");
+    assert_eq!((saved.uid(), saved.gid()), (uid, gid));
+
+    // A folder of root's keeps root's files.
+    let own = tempfile::tempdir().expect("temp dir");
+    let output = server.fetch("a.txt", "1K", &own.path().join("a.txt"));
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let saved = std::fs::metadata(own.path().join("a.txt")).expect("stat");
+    assert_eq!((saved.uid(), saved.gid()), (0, 0));
+}
