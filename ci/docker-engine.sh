@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure a Docker engine answers and a compose (the docker compose plugin
-# or docker-compose) is installed: installs Debian's docker.io and
-# docker-compose when they are missing, starts dockerd
-# when none answers, and waits for it for at most TCPFILE_DOCKER_WAIT seconds
-# (60 by default).
+# or docker-compose) is installed. An engine that answers is used whatever it
+# is; only when none answers, and only as root, it installs Debian's docker.io
+# and docker-compose where they are missing, starts dockerd, and waits for it
+# for at most TCPFILE_DOCKER_WAIT seconds (60 by default).
 #
 #   ci/docker-engine.sh
 set -euo pipefail
@@ -11,21 +11,31 @@ set -euo pipefail
 SOCKET=/var/run/docker.sock
 WAIT=${TCPFILE_DOCKER_WAIT:-60}
 
-missing=()
-command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
-    missing+=(docker-compose)
-fi
+has_compose() {
+    docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1
+}
 
-if [ "${#missing[@]}" -eq 0 ] && docker info >/dev/null 2>&1; then
-    exit 0
+# An engine that answers is used as it is, wherever it runs: Docker Desktop,
+# a remote DOCKER_HOST, Podman's docker shim, or a local dockerd that is not
+# on a user's PATH (/usr/sbin). Nothing is installed or started then.
+if docker info >/dev/null 2>&1; then
+    if has_compose; then
+        exit 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: Docker answers, but neither 'docker compose' nor docker-compose is installed: install Docker Compose, or run this as root to get Debian's docker-compose" >&2
+        exit 1
+    fi
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "error: Docker is not ready (missing: ${missing[*]:-none}; 'docker info' fails) and only root can set it up" >&2
+    echo "error: no Docker engine answers ('docker info' fails) and only root can install or start one; start yours (Docker Desktop, 'systemctl start docker') or run this as root" >&2
     exit 1
 fi
 
+missing=()
+command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+has_compose || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
