@@ -6,17 +6,13 @@
 #   make up [SERVER_MODE=iterative|parallel|preforked|evented] [SERVER_PROCESSES=N]
 #   make crowd [CLIENTS=N]     with the lab up, in another terminal
 #   make down                  removes the lab's containers, network and volume
-#   make e2e                   the end-to-end check of all three server models
+#   make e2e                   the end-to-end check of all four server models
 #   make lint                  every static check, compose validation included
 
 SERVER_MODE ?= preforked
 CLIENTS ?= 8
 COMPOSE_PROJECT_NAME ?= tcpfile
-# The clients write downloads/ as you, so the files are yours; root gets the
-# images' own unprivileged user instead.
-TCPFILE_UID ?= $(shell [ "$$(id -u)" = 0 ] && echo 65532 || id -u)
-TCPFILE_GID ?= $(shell [ "$$(id -u)" = 0 ] && echo 65532 || id -g)
-export SERVER_MODE SERVER_PROCESSES COMPOSE_PROJECT_NAME TCPFILE_UID TCPFILE_GID
+export SERVER_MODE SERVER_PROCESSES COMPOSE_PROJECT_NAME
 
 # Looked up when used, after `engine` may have installed Docker.
 COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)

@@ -4,18 +4,24 @@
 # the conversations in the captures, a crowd of clients, a prompt stop, and
 # that `down` leaves nothing. Validates compose.yaml first.
 #
-#   ci/compose-e2e.sh [iterative|parallel|preforked ...]
+#   ci/compose-e2e.sh [iterative|parallel|preforked|evented ...]
 #
-# With no argument, all three models. Needs Docker (ci/docker-engine.sh makes
-# sure of it) and the static binaries: dist/<arch>/ is used as it is, and
-# built with ci/build-static.sh when it is missing. As root, captures/ and
-# downloads/ belong to an unprivileged user during the run (nobody), as they
-# do on a laptop, so the capture's and the clients' permissions are tested too.
+# With no argument, all four models. TCPFILE_COMPOSE picks the compose: v2
+# (`docker compose`, the default where it answers) or v1 (docker-compose).
+# Needs Docker (ci/docker-engine.sh makes sure of it) and the static binaries:
+# dist/<arch>/ is used as it is, and built with ci/build-static.sh when it is
+# missing.
+#
+# A run has a compose project and folders of its own (tcpfile-e2e-PID, and
+# captures/ and downloads/ in a temporary folder), so it never touches a lab
+# a user runs, and two runs can share an engine. As root, those folders belong
+# to an unprivileged user (nobody), as a checkout does on a laptop: whatever
+# the lab writes there must end up that user's.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-PROJECT=tcpfile
+PROJECT=tcpfile-e2e-$$
 CROWD=4
 # Bounds, in seconds: the clients finish in a few, but builds and a loaded
 # machine can slow anything down.
@@ -37,13 +43,21 @@ for mode in "${modes[@]}"; do
         *) echo "error: unknown server model: $mode" >&2; exit 1 ;;
     esac
 done
+case "${TCPFILE_COMPOSE:-}" in
+    "" | v1 | v2) ;;
+    *) echo "error: TCPFILE_COMPOSE must be v1 or v2" >&2; exit 1 ;;
+esac
 
 step() { printf '\n== %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 export COMPOSE_PROJECT_NAME=$PROJECT
-# The compose plugin when there is one, else docker-compose; decided again
-# once ci/docker-engine.sh has installed what was missing.
+work=$(mktemp -d /tmp/tcpfile-e2e.XXXXXX)
+chmod 0755 "$work"
+captures=$work/captures
+downloads=$work/downloads
+export TCPFILE_CAPTURES=$captures TCPFILE_DOWNLOADS=$downloads
+# Decided once ci/docker-engine.sh has installed what was missing.
 compose_command=(docker-compose)
 compose() {
     timeout "$COMMAND_LIMIT" "${compose_command[@]}" "$@"
@@ -70,18 +84,19 @@ on_exit() {
         compose --profile crowd logs --no-color --tail 40 >&2 || true
     fi
     compose --profile crowd down --volumes --remove-orphans >/dev/null 2>&1 || true
-    if [ -n "${owner:-}" ]; then
-        chown -R "$(id -u):$(id -g)" captures downloads 2>/dev/null || true
-    fi
+    rm -rf "$work"
     exit "$status"
 }
 trap on_exit EXIT
 
 step "tools"
 ci/docker-engine.sh
-if docker compose version >/dev/null 2>&1; then
-    compose_command=(docker compose)
-fi
+case "${TCPFILE_COMPOSE:-}" in
+    v1) compose_command=(docker-compose) ;;
+    v2) compose_command=(docker compose) ;;
+    "") docker compose version >/dev/null 2>&1 && compose_command=(docker compose) ;;
+esac
+echo "compose: ${compose_command[*]} $("${compose_command[@]}" version --short)"
 if ! command -v tcpdump >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -103,7 +118,7 @@ for other in amd64 arm64; do
     [ "$other" = "$arch" ] || docker/build-images.sh "$other"
 done
 
-# Who owns captures/ and downloads/ and runs the clients.
+# Who owns captures/ and downloads/, and so everything the lab writes there.
 if [ "$(id -u)" -eq 0 ]; then
     owner=65534
     group=65534
@@ -111,7 +126,6 @@ else
     owner=$(id -u)
     group=$(id -g)
 fi
-export TCPFILE_UID=$owner TCPFILE_GID=$group
 # Small capture files, so that every run rotates them (the clients' captures
 # keep whole packets for that); a health check every second, so that the
 # server turns healthy while the clients run.
@@ -182,9 +196,9 @@ run_mode() {
     export SERVER_MODE=$mode CAPTURE_SNAPLEN=0
     step "$mode: compose up"
     compose --profile crowd down --volumes --remove-orphans >/dev/null 2>&1
-    rm -rf captures downloads
-    mkdir -p captures downloads
-    chown "$owner:$group" captures downloads
+    rm -rf "$captures" "$downloads"
+    mkdir -p "$captures" "$downloads"
+    chown "$owner:$group" "$captures" "$downloads"
     compose up -d
 
     step "$mode: clients"
@@ -208,25 +222,30 @@ run_mode() {
 
     step "$mode: downloads"
     local listed
-    listed=$(cd downloads && ls -A)
+    listed=$(cd "$downloads" && ls -A)
     [ "$listed" = $'empty.txt\nrandom.bin' ] || fail "downloads/ holds: $listed"
-    [ "$(stat -c %u downloads/random.bin)" = "$owner" ] || fail "downloads/random.bin is not owned by $owner"
+    local file
+    for file in "$downloads"/*; do
+        [ "$(stat -c %u:%g "$file")" = "$owner:$group" ] || fail "$file belongs to $(stat -c %u:%g "$file"), not $owner:$group"
+    done
     local sources downloaded
     sources=$(in_samples sha256sum empty.txt random.bin)
-    downloaded=$(cd downloads && sha256sum empty.txt random.bin)
+    downloaded=$(cd "$downloads" && sha256sum empty.txt random.bin)
     [ "$sources" = "$downloaded" ] || fail "downloads differ from their sources:"$'\n'"$sources"$'\n'"$downloaded"
     in_samples sha256sum --quiet --check SHA256SUMS || fail "the samples do not match their SHA256SUMS"
     awk '{ print "  " $0 }' <<< "$downloaded"
 
     step "$mode: captures"
     stop_captures
-    [ -f captures/server.pcap1 ] || fail "captures/server.pcap was not rotated"
-    [ "$(stat -c %u captures/server.pcap1)" = "$owner" ] || fail "the rotated capture is not owned by $owner"
+    [ -f "$captures/server.pcap1" ] || fail "captures/server.pcap was not rotated"
+    for file in "$captures"/*; do
+        [ "$(stat -c %u "$file")" = "$owner" ] || fail "$file belongs to $(stat -c %u "$file"), not $owner"
+    done
     local sizes random_size big_size server_summary client_summary
     sizes=$(in_samples stat -c '%n %s' random.bin big.bin)
     random_size=$(awk '$1 == "random.bin" { print $2 }' <<< "$sizes")
     big_size=$(awk '$1 == "big.bin" { print $2 }' <<< "$sizes")
-    local server_parts=(captures/server.pcap*) client_parts=(captures/client.pcap*)
+    local server_parts=("$captures"/server.pcap*) client_parts=("$captures"/client.pcap*)
     echo "  server capture: ${#server_parts[@]} files; client capture: ${#client_parts[@]} files"
     server_summary=$(docker/tcpfile-flows.sh "${server_parts[@]}")
     client_summary=$(docker/tcpfile-flows.sh "${client_parts[@]}")
@@ -242,22 +261,35 @@ run_mode() {
         "size=$random_size" reply=3 "content=$random_size" server_fin=yes
     [ "$(grep -cvF " request=0 " <<< "$client_summary")" -eq 1 ] ||
         fail "the client's capture shows other clients' connections:"$'\n'"$client_summary"
+    ci/dissector.sh --check - "${server_parts[@]}" <<EOF || fail "the Wireshark dissector disagrees on the server's capture"
+name=random.bin status=OK size=$random_size reply=READY_TO_RECEIVE content=$random_size
+name=empty.txt status=OK size=0 reply=READY_TO_RECEIVE content=0
+name=big.bin status=OK size=$big_size reply=REFUSE_TO_RECEIVE content=0
+name=no-such-file.txt status=FILE_NOT_FOUND size=0 reply=- content=0
+EOF
+    ci/dissector.sh --check - "${client_parts[@]}" <<EOF || fail "the Wireshark dissector disagrees on the client's capture"
+name=random.bin status=OK size=$random_size reply=READY_TO_RECEIVE content=$random_size
+EOF
+    echo "  the Wireshark dissector shows the same conversations"
 
     # With the default snap length, as a user runs it: whole packets of several
     # transfers at once could outrun tcpdump.
     step "$mode: a crowd of $CROWD clients"
-    rm -f captures/*.pcap*
+    rm -f "$captures"/*.pcap*
     unset CAPTURE_SNAPLEN
     compose up -d --no-deps capture-server capture-client >/dev/null 2>&1
     docker/crowd.sh "$CROWD"
     stop_captures
     local served
-    server_summary=$(docker/tcpfile-flows.sh captures/server.pcap*)
+    server_summary=$(docker/tcpfile-flows.sh "$captures"/server.pcap*)
     served=$(flows_with "$server_summary" file=big.bin "content=$big_size" server_fin=yes | grep -c . || true)
     [ "$served" -eq "$CROWD" ] || fail "$served of $CROWD crowd transfers are complete in the capture"
-    in_samples sha256sum big.bin | awk '{ print $1 "  crowd-big.bin" }' | (cd downloads && sha256sum --quiet --check) ||
+    in_samples sha256sum big.bin | awk '{ print $1 "  crowd-big.bin" }' | (cd "$downloads" && sha256sum --quiet --check) ||
         fail "downloads/crowd-big.bin differs from big.bin"
     echo "  $served transfers complete in the capture, and crowd-big.bin is big.bin"
+    ci/dissector.sh --check - "$captures"/server.pcap* <<EOF || fail "the Wireshark dissector disagrees on the crowd's capture"
+name=big.bin count=$CROWD status=OK size=$big_size reply=READY_TO_RECEIVE content=$big_size
+EOF
 
     # What compose stop and down do to the server: SIGTERM, then SIGKILL if it
     # is still there after the timeout. The engine's own events time it from
@@ -292,5 +324,5 @@ for mode in "${modes[@]}"; do
     run_mode "$mode"
 done
 echo
-echo "server models checked: ${modes[*]}"
+echo "server models checked with ${compose_command[*]}: ${modes[*]}"
 echo "compose-e2e: ${#modes[@]} passed, 0 failed"

@@ -19,11 +19,18 @@ project=${COMPOSE_PROJECT_NAME:-tcpfile}
 CONNECT_LIMIT=60
 FINISH_LIMIT=120
 
-if docker compose version >/dev/null 2>&1; then
-    compose=(docker compose -p "$project")
-else
-    compose=(docker-compose -p "$project")
-fi
+# TCPFILE_COMPOSE=v1 or v2 picks the compose that made the lab.
+case "${TCPFILE_COMPOSE:-}" in
+    v1) compose=(docker-compose -p "$project") ;;
+    v2) compose=(docker compose -p "$project") ;;
+    *)
+        if docker compose version >/dev/null 2>&1; then
+            compose=(docker compose -p "$project")
+        else
+            compose=(docker-compose -p "$project")
+        fi
+        ;;
+esac
 
 containers_of() {
     docker ps -a -q --filter "label=com.docker.compose.project=$project" \
@@ -72,7 +79,9 @@ all_exited() {
 crowd=$(containers_of crowd)
 wait_for "capture" 30 capture_healthy
 
-started=$(date +%s.%N)
+# The clock the capture's timestamps come from: inside the engine's machine,
+# which on Docker Desktop is a VM of its own.
+started=$(docker exec "$capture" date +%s.%N)
 docker pause "$server" >/dev/null
 trap 'docker unpause "$server" >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC2086 # one argument per container

@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
-# Prepares the lab's directories, as compose's one-shot "prepare" service.
+# Makes the lab's sample files, as compose's one-shot "prepare" service.
 #
-#   tcpfile-make-samples SAMPLES_DIR [DOWNLOADS_DIR UID:GID]
+#   tcpfile-make-samples SAMPLES_DIR
 #
 # SAMPLES_DIR gets the files the server offers, unless they are already there
 # intact: an empty file, a short text, two random binaries of several MiB, and
-# SHA256SUMS listing them all. DOWNLOADS_DIR, when Docker made it for the bind
-# mount and so root owns it, is handed to the clients' UID:GID so they can
-# write there.
+# SHA256SUMS listing them all.
 set -euo pipefail
 
-if [ "$#" -ne 1 ] && [ "$#" -ne 3 ]; then
-    echo "usage: tcpfile-make-samples SAMPLES_DIR [DOWNLOADS_DIR UID:GID]" >&2
+if [ "$#" -ne 1 ]; then
+    echo "usage: tcpfile-make-samples SAMPLES_DIR" >&2
     exit 1
 fi
 samples=$1
@@ -40,12 +38,3 @@ EOF
     echo "made the samples in $samples:"
 fi
 (cd "$samples" && ls -l)
-
-if [ "$#" -eq 3 ]; then
-    downloads=$2
-    owner=$3
-    if [ "$(stat -c %u "$downloads")" -eq 0 ]; then
-        chown "$owner" "$downloads"
-        echo "handed $downloads to $owner"
-    fi
-fi
