@@ -4,6 +4,7 @@
 # the images and runs the lab in the foreground (Ctrl-C stops it).
 #
 #   make up [SERVER_MODE=iterative|parallel|preforked|evented] [SERVER_PROCESSES=N]
+#           [UP_OPTIONS=-d]      -d: in the background
 #   make crowd [CLIENTS=N]     with the lab up, in another terminal
 #   make down                  removes the lab's containers, network and volume
 #   make e2e                   the end-to-end check of all four server models
@@ -19,18 +20,25 @@ COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose
 ARCH = $(shell docker version -f '{{.Server.Arch}}')
 RUST_TARGET_amd64 = x86_64-unknown-linux-musl
 RUST_TARGET_arm64 = aarch64-unknown-linux-musl
+# What the static binaries are made from: they are built again only when one
+# of these is newer than them, so a machine without Rust can run the lab from
+# binaries built elsewhere.
+SOURCES = $(shell git ls-files src Cargo.toml Cargo.lock build.rs 2>/dev/null)
 
 .PHONY: up engine binaries base-image images crowd down e2e lint
 
 up: images
 	mkdir -p captures downloads
-	$(COMPOSE) up
+	$(COMPOSE) up $(UP_OPTIONS)
 
 engine:
 	ci/docker-engine.sh
 
 binaries: engine
-	ci/build-static.sh $(RUST_TARGET_$(ARCH))
+	$(MAKE) dist/$(ARCH)/SHA256SUMS
+
+dist/%/SHA256SUMS: $(SOURCES)
+	ci/build-static.sh $(RUST_TARGET_$*)
 
 base-image: engine
 	ci/debian-base-image.sh
