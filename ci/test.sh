@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test run, as CI runs it: lints, the test suite natively and for
 # aarch64 under qemu, the static builds and the cross-architecture check,
-# the compose end-to-end run for each server model, the VM checks, and short
-# fuzz, soak and benchmark runs. Installs what a fresh machine lacks.
+# the compose end-to-end run for each server model, the VM checks, the VM lab
+# booted under qemu for amd64 and arm64, and short fuzz, soak and benchmark
+# runs. Installs what a fresh machine lacks.
 #
 #   ci/test.sh
 set -euo pipefail
@@ -43,6 +44,8 @@ stage "static builds" ci/build-static.sh
 stage "cross-architecture check" ci/cross-arch.sh
 stage "compose end to end" ci/compose-e2e.sh
 stage "VM checks" ci/vm-checks.sh
+stage "VM boot (amd64)" ci/vm-boot.sh amd64
+stage "VM boot (arm64)" ci/vm-boot.sh arm64
 stage "fuzz (20 s per target)" ci/fuzz.sh 20
 stage "soak (10 s per model)" ci/soak.sh 10
 stage "benchmark smoke run" ci/bench.sh --smoke
