@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Builds the static release binaries for each target into dist/<docker-arch>/
-# with a SHA256SUMS file, and checks that every binary is statically linked.
+# Builds the static release binaries for each target into dist/<arch>/ with a
+# SHA256SUMS file, and checks every binary: statically linked, every LOAD
+# segment aligned for the largest page size its kernels use, and `--version`
+# naming the target and the commit (run under qemu for a foreign architecture,
+# emulating the oldest CPU the target is for).
 #
 #   ci/build-static.sh [TARGET...]
 #
-# TARGET defaults to x86_64-unknown-linux-musl and aarch64-unknown-linux-musl.
-# Uses `cross` when it is installed and its Docker engine answers; otherwise
-# rustup's target and the toolchain's rust-lld (see .cargo/config.toml).
+# TARGET defaults to all of them:
+#   x86_64-unknown-linux-musl        dist/amd64
+#   aarch64-unknown-linux-musl       dist/arm64   (64-bit ARM: Raspberry Pi 3, 4, 5)
+#   armv7-unknown-linux-musleabihf   dist/armv7   (32-bit ARMv7, hard float: Pi 2 and later)
+#   arm-unknown-linux-musleabi       dist/armv6   (32-bit ARMv6, soft float: Pi 1, Zero)
+# Uses `cross` when it is installed and its Docker engine answers. Otherwise
+# rustup's target and the toolchain's rust-lld (see .cargo/config.toml), and
+# for the 32-bit ARM targets, which rustup has no standard library for here,
+# ci/cargo-build-std.sh. Needs readelf (binutils) and file.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -16,24 +25,63 @@ BINARIES=(tcpfile-client tcpfile-server-iterative tcpfile-server-parallel tcpfil
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+    targets=(
+        x86_64-unknown-linux-musl
+        aarch64-unknown-linux-musl
+        armv7-unknown-linux-musleabihf
+        arm-unknown-linux-musleabi
+    )
 fi
 
-docker_arch() {
+for tool in readelf file; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "error: $tool is missing (ci/setup.sh installs it)" >&2
+        exit 1
+    }
+done
+
+dist_arch() {
     case "$1" in
-        x86_64-*) echo amd64 ;;
-        aarch64-*) echo arm64 ;;
+        x86_64-unknown-linux-musl) echo amd64 ;;
+        aarch64-unknown-linux-musl) echo arm64 ;;
+        armv7-unknown-linux-musleabihf) echo armv7 ;;
+        arm-unknown-linux-musleabi) echo armv6 ;;
         *) echo "unsupported target: $1" >&2; return 1 ;;
     esac
 }
 
-# How to run a binary of this target on this machine, for the version check.
-runner_for() {
+# The smallest alignment every LOAD segment needs: the largest page size of
+# the kernels the target runs on. aarch64 kernels use 4, 16 (Raspberry Pi 5)
+# or 64 KiB pages; x86_64 and 32-bit ARM ones use 4 KiB.
+min_load_alignment() {
     case "$1" in
-        "$(uname -m)"-*) echo "" ;;
-        aarch64-*) command -v qemu-aarch64-static || echo "none" ;;
-        x86_64-*) command -v qemu-x86_64-static || echo "none" ;;
+        aarch64-*) echo $((64 * 1024)) ;;
+        *) echo 4096 ;;
     esac
+}
+
+# Sets $runner to the command prefix that runs a binary of the target on
+# this machine for the version check: none, or qemu emulating the target's
+# oldest CPU (the ARM1176 of a Pi 1 or Zero, the Cortex-A7 of a Pi 2). Sets
+# $can_run to false when qemu is missing.
+set_runner() {
+    local target=$1 qemu cpu
+    runner=()
+    can_run=true
+    case "$target" in
+        "$(uname -m)"-*) return ;;
+        x86_64-*) qemu=qemu-x86_64-static cpu="" ;;
+        aarch64-*) qemu=qemu-aarch64-static cpu="" ;;
+        armv7-*) qemu=qemu-arm-static cpu=cortex-a7 ;;
+        arm-*) qemu=qemu-arm-static cpu=arm1176 ;;
+    esac
+    if ! command -v "$qemu" >/dev/null 2>&1; then
+        can_run=false
+    elif [ -n "$cpu" ]; then
+        runner=(env "QEMU_CPU=$cpu" "$qemu")
+    else
+        runner=("$qemu")
+    fi
 }
 
 use_cross=false
@@ -48,20 +96,36 @@ if [ -z "${TCPFILE_COMMIT:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; then
 fi
 
 for target in "${targets[@]}"; do
-    arch=$(docker_arch "$target")
+    arch=$(dist_arch "$target")
+    started=$SECONDS
     if $use_cross; then
         echo "building $target with cross"
         cross build --release --locked --target "$target"
     else
-        rustup target add "$target" >/dev/null
-        echo "building $target with cargo and rust-lld"
-        cargo build --release --locked --target "$target"
+        case "$target" in
+            armv7-* | arm-*)
+                echo "building $target with nightly's -Zbuild-std and rust-lld"
+                ci/cargo-build-std.sh "$target" build --release --locked
+                ;;
+            *)
+                rustup target add "$target" >/dev/null
+                echo "building $target with cargo and rust-lld"
+                cargo build --release --locked --target "$target"
+                ;;
+        esac
     fi
+    built_in=$((SECONDS - started))
 
     out="dist/$arch"
     rm -rf "$out"
     mkdir -p "$out"
-    runner=$(runner_for "$target")
+    set_runner "$target"
+    if ! $can_run; then
+        echo "WARNING: no qemu here to run $target binaries: --version is NOT checked" >&2
+    fi
+    commit=${TCPFILE_COMMIT:-unknown}
+    min_alignment=$(min_load_alignment "$target")
+    smallest_alignment=""
     for binary in "${BINARIES[@]}"; do
         cp "${CARGO_TARGET_DIR:-target}/$target/release/$binary" "$out/"
         description=$(file -b "$out/$binary")
@@ -69,16 +133,36 @@ for target in "${targets[@]}"; do
             *"statically linked"* | *"static-pie linked"*) ;;
             *) echo "error: $out/$binary is not statically linked: $description" >&2; exit 1 ;;
         esac
-        if [ "$runner" != "none" ]; then
-            version=$($runner "$out/$binary" --version)
+        mapfile -t alignments < <(readelf -lW "$out/$binary" | awk '$1 == "LOAD" { print $NF }')
+        if [ "${#alignments[@]}" -eq 0 ]; then
+            echo "error: readelf found no LOAD segment in $out/$binary" >&2
+            exit 1
+        fi
+        for alignment in "${alignments[@]}"; do
+            alignment=$((alignment))
+            if [ "$alignment" -lt "$min_alignment" ]; then
+                echo "error: $out/$binary has a LOAD segment aligned to $alignment bytes;" \
+                    "$target needs at least $min_alignment" >&2
+                exit 1
+            fi
+            if [ -z "$smallest_alignment" ] || [ "$alignment" -lt "$smallest_alignment" ]; then
+                smallest_alignment=$alignment
+            fi
+        done
+        if $can_run; then
+            version=$("${runner[@]}" "$out/$binary" --version)
             case "$version" in
-                *"$target"*) ;;
-                *) echo "error: $out/$binary --version does not name $target: $version" >&2; exit 1 ;;
+                *"($target, commit $commit)"*) ;;
+                *) echo "error: $out/$binary --version does not name $target and commit $commit: $version" >&2; exit 1 ;;
             esac
         fi
     done
     (cd "$out" && sha256sum "${BINARIES[@]}" > SHA256SUMS)
-    echo "$out ($target):"
+    echo "$out ($target), built in $built_in s:"
+    echo "  LOAD segments aligned to $((smallest_alignment / 1024)) KiB or more (needed: $((min_alignment / 1024)) KiB)"
+    if $can_run; then
+        echo "  --version names $target and commit $commit${runner[*]:+ (under ${runner[*]})}"
+    fi
     for binary in "${BINARIES[@]}"; do
         printf '  %-28s %8d bytes\n' "$binary" "$(stat -c %s "$out/$binary")"
     done

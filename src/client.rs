@@ -341,13 +341,12 @@ fn receive(
     let mut received: u64 = 0;
     while received < size {
         let limit = usize::try_from(size - received).unwrap_or(usize::MAX);
-        let got = usize::try_from(received).unwrap_or(usize::MAX);
         let moved = match copier.step(stream, file, limit) {
             Ok(moved) => moved,
             Err(CopyError::Read(error)) => {
                 meter.abandon();
                 let short = ShortRead {
-                    got,
+                    got: received,
                     error: Some(error),
                 };
                 return Err(describe_short("the content", short, size));
@@ -361,7 +360,10 @@ fn receive(
         };
         if moved == 0 {
             meter.abandon();
-            let short = ShortRead { got, error: None };
+            let short = ShortRead {
+                got: received,
+                error: None,
+            };
             return Err(describe_short("the content", short, size));
         }
         received += moved as u64;

@@ -188,10 +188,11 @@ impl Default for ContentCopier {
     }
 }
 
-/// How many of the wanted bytes a blocking read got before it failed.
+/// How many of the wanted bytes a blocking read got before it failed. A
+/// count of content bytes, which can pass 4 GiB where `usize` has 32 bits.
 #[derive(Debug)]
 pub struct ShortRead {
-    pub got: usize,
+    pub got: u64,
     /// `None` when the peer closed the connection.
     pub error: Option<io::Error>,
 }
@@ -201,12 +202,17 @@ pub fn read_exact_counted(reader: &mut impl Read, buf: &mut [u8]) -> Result<(), 
     let mut got = 0;
     while got < buf.len() {
         match reader.read(&mut buf[got..]) {
-            Ok(0) => return Err(ShortRead { got, error: None }),
+            Ok(0) => {
+                return Err(ShortRead {
+                    got: got as u64,
+                    error: None,
+                });
+            }
             Ok(n) => got += n,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
                 return Err(ShortRead {
-                    got,
+                    got: got as u64,
                     error: Some(error),
                 });
             }
