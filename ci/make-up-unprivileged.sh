@@ -65,8 +65,10 @@ cleanup() {
 trap cleanup EXIT
 
 git clone --quiet --no-hardlinks "$REPO" "$lab"
+# Built from the same sources, and copied after the clone: newer than every
+# source file, as make wants them.
 mkdir -p "$lab/dist"
-cp -a "dist/$arch" "$lab/dist/"
+cp -r "dist/$arch" "$lab/dist/"
 chown -R "$LAB_USER:$LAB_USER" "$work"
 
 echo "== make up, as $LAB_USER (groups: $(id -nG "$LAB_USER"))"

@@ -53,13 +53,28 @@ armv7_tests() {
 }
 
 skip_log=$(mktemp -t tcpfile-skips.XXXXXX)
-trap 'rm -f "$skip_log"' EXIT
+trap 'rm -f "$skip_log" "$cpu_log" "$cpu_log.before" "$cpu_log.after"' EXIT
 export TCPFILE_SKIP_LOG=$skip_log
+
+# CPU seconds the finished children of this shell have used, user and system:
+# unlike the wall time, hardly changed by what else the machine runs. `times`
+# must run in this shell itself: a subshell has children of its own.
+cpu_log=$(mktemp -t tcpfile-cpu.XXXXXX)
+children_cpu() {
+    times > "$cpu_log"
+    tail -n 1 "$cpu_log" | awk '{
+        total = 0
+        for (i = 1; i <= 2; i++) { split($i, part, /[ms]/); total += part[1] * 60 + part[2] }
+        printf "%d", total
+    }'
+}
 
 stage() {
     local name=$1 command=$2
-    local started=$SECONDS skips_before
+    local started=$SECONDS skips_before cpu_before
     skips_before=$(wc -l < "$skip_log")
+    children_cpu > "$cpu_log.before"
+    cpu_before=$(< "$cpu_log.before")
     echo
     echo "=== $name"
     # The command is one of the lines above: words, no quoting.
@@ -70,7 +85,8 @@ stage() {
         echo "=== $name: $skipped checks skipped:"
         tail -n "$skipped" "$skip_log" | sed 's/^/  /'
     fi
-    echo "=== $name: passed in $((SECONDS - started)) s"
+    children_cpu > "$cpu_log.after"
+    echo "=== $name: passed in $((SECONDS - started)) s ($(($(< "$cpu_log.after") - cpu_before)) s of CPU)"
 }
 
 names=()
