@@ -12,10 +12,13 @@
 #   aarch64-unknown-linux-musl       dist/arm64   (64-bit ARM: Raspberry Pi 3, 4, 5)
 #   armv7-unknown-linux-musleabihf   dist/armv7   (32-bit ARMv7, hard float: Pi 2 and later)
 #   arm-unknown-linux-musleabi       dist/armv6   (32-bit ARMv6, soft float: Pi 1, Zero)
-# Uses `cross` when it is installed and its Docker engine answers. Otherwise
-# rustup's target and the toolchain's rust-lld (see .cargo/config.toml), and
-# for the 32-bit ARM targets, which rustup has no standard library for here,
-# ci/cargo-build-std.sh. Needs readelf (binutils) and file.
+# x86_64 and aarch64 are built with rustup's target (its std and musl) and the
+# toolchain's rust-lld (see .cargo/config.toml), here and on GitHub alike, so
+# the binaries a release publishes are built the way the ones tested here
+# are. The 32-bit ARM targets, which rustup has no standard library for here,
+# are built with nightly's build-std against Debian's musl
+# (ci/cargo-build-std.sh) where ci/setup.sh installed it, and with `cross`
+# elsewhere (on GitHub). Needs readelf (binutils) and file.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -84,10 +87,13 @@ set_runner() {
     fi
 }
 
-use_cross=false
-if command -v cross >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-    use_cross=true
-fi
+# Whether Debian's musl for 32-bit ARM is here for ci/cargo-build-std.sh.
+debian_musl_for() {
+    case "$1" in
+        armv7-*) [ -f /usr/lib/arm-linux-musleabihf/libc.a ] ;;
+        arm-*) [ -f /usr/lib/arm-linux-musleabi/libc.a ] ;;
+    esac
+}
 
 # Docker builds have no .git; the commit can come from the environment.
 if [ -z "${TCPFILE_COMMIT:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; then
@@ -98,22 +104,22 @@ fi
 for target in "${targets[@]}"; do
     arch=$(dist_arch "$target")
     started=$SECONDS
-    if $use_cross; then
-        echo "building $target with cross"
-        cross build --release --locked --target "$target"
-    else
-        case "$target" in
-            armv7-* | arm-*)
+    case "$target" in
+        armv7-* | arm-*)
+            if debian_musl_for "$target" || ! command -v cross >/dev/null 2>&1; then
                 echo "building $target with nightly's -Zbuild-std and rust-lld"
                 ci/cargo-build-std.sh "$target" build --release --locked
-                ;;
-            *)
-                rustup target add "$target" >/dev/null
-                echo "building $target with cargo and rust-lld"
-                cargo build --release --locked --target "$target"
-                ;;
-        esac
-    fi
+            else
+                echo "building $target with cross"
+                cross build --release --locked --target "$target"
+            fi
+            ;;
+        *)
+            rustup target add "$target" >/dev/null
+            echo "building $target with cargo and rust-lld"
+            cargo build --release --locked --target "$target"
+            ;;
+    esac
     built_in=$((SECONDS - started))
 
     out="dist/$arch"
