@@ -27,6 +27,14 @@ declare -A packages=(
     [curl]=curl
     [python3]=python3
     [pip3]=python3-pip
+    [tshark]=tshark
+    [luacheck]=lua-check
+    [iptables]=iptables
+    [ethtool]=ethtool
+    [mmdebstrap]=mmdebstrap
+    [qemu-system-x86_64]=qemu-system-x86
+    [qemu-system-aarch64]=qemu-system-arm
+    [qemu-img]=qemu-utils
 )
 # file -> package of a foreign architecture that provides it
 declare -A foreign_packages=(
@@ -60,6 +68,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether users may capture: no, only root.
+    echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
     "${APT_GET[@]}" update -qq
     "${APT_GET[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 fi
@@ -83,3 +93,9 @@ if ! rustup component list --installed --toolchain nightly | grep -q '^rust-src'
     echo "adding rust-src to the nightly toolchain"
     rustup component add rust-src --toolchain nightly
 fi
+
+# Docker with compose v2 beside Debian's v1, and qemu's ARM handlers for
+# Docker's ARM images and the arm64 VM image.
+ci/docker-engine.sh
+ci/compose-v2.sh
+ci/binfmt.sh

@@ -42,8 +42,8 @@ set -euo pipefail
 LAB_NETWORK_PREFIX=192.168.56
 SERVER_IP=$LAB_NETWORK_PREFIX.10
 CLIENT_IP=$LAB_NETWORK_PREFIX.11
-MODELS=(iterative parallel preforked)
-declare -A MODEL_PORT=([iterative]=9001 [parallel]=9002 [preforked]=9003)
+MODELS=(iterative parallel preforked evented)
+declare -A MODEL_PORT=([iterative]=9001 [parallel]=9002 [preforked]=9003 [evented]=9004)
 SAMPLES=(hello.txt random-1M.bin random-16M.bin)
 SERVED_DIR=/srv/tcpfile
 STAGING=/root/tcpfile-provision
