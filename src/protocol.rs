@@ -312,11 +312,13 @@ impl FileResponse {
         }
     }
 
+    /// An error response: the status, and no size.
     pub fn error(status: Status) -> FileResponse {
         FileResponse {
-            file_size: 0,
+            protocol_version: PROTOCOL_VERSION,
+            message_type: MessageType::FileResponse as u8,
             status: status.into(),
-            ..FileResponse::ok(0)
+            file_size: 0,
         }
     }
 
@@ -494,6 +496,29 @@ mod tests {
             Err(Status::InvalidFilename)
         );
         assert!(status(request_with(1, 1, 3, b"...")).is_ok());
+        assert!(status(request_with(1, 1, 255, &[b'a'; 255])).is_ok());
+    }
+
+    #[test]
+    fn a_bad_length_is_named_in_the_error() {
+        let error = |len: u16| request_with(1, 1, len, b"a").validate(PROTOCOL_VERSION);
+        assert_eq!(error(0), Err(RequestError::BadName(NameError::Empty)));
+        assert_eq!(
+            error(256),
+            Err(RequestError::BadName(NameError::TooLong(256)))
+        );
+        assert_eq!(
+            error(0).map_err(|error| error.to_string()),
+            Err("invalid file name: the name is empty".to_string())
+        );
+    }
+
+    #[test]
+    fn name_bytes_are_the_designated_ones_clamped_to_the_field() {
+        assert_eq!(request_with(1, 1, 3, b"abcdef").name_bytes(), b"abc");
+        assert_eq!(request_with(1, 1, 0, b"abc").name_bytes(), b"");
+        let whole_field = request_with(1, 1, 65535, &[b'x'; NAME_FIELD_LEN]);
+        assert_eq!(whole_field.name_bytes(), &[b'x'; NAME_FIELD_LEN][..]);
     }
 
     #[test]
@@ -517,6 +542,10 @@ mod tests {
         );
         assert_eq!(FileName::parse(&[b'a'; 256]), Err(NameError::TooLong(256)));
         assert_eq!(
+            FileName::parse(&[b'a'; 1000]),
+            Err(NameError::TooLong(1000))
+        );
+        assert_eq!(
             FileName::parse(&[b'a'; 255]).map(|n| n.as_str().len()),
             Ok(255)
         );
@@ -528,6 +557,13 @@ mod tests {
             Escaped(b"a\n\x00\x7f\xff").to_string(),
             "a\\n\\x00\\x7f\\xff"
         );
+    }
+
+    #[test]
+    fn hex_is_space_separated_lowercase_pairs() {
+        assert_eq!(Hex(&[0x01, 0x02, 0xab, 0x00]).to_string(), "01 02 ab 00");
+        assert_eq!(Hex(&[0x7f]).to_string(), "7f");
+        assert_eq!(Hex(&[]).to_string(), "");
     }
 
     proptest! {
