@@ -180,7 +180,7 @@ fn kind_name(kind: SFlag) -> &'static str {
         SFlag::S_IFIFO => "a FIFO",
         SFlag::S_IFCHR => "a character device",
         SFlag::S_IFBLK => "a block device",
-        SFlag::S_IFSOCK => "a socket",
+        // A socket never gets here: opening one fails with ENXIO.
         _ => "not a regular file",
     }
 }
@@ -217,13 +217,37 @@ mod tests {
 
     #[test]
     fn open_errors_map_to_statuses() {
-        assert_eq!(status_for_open_error(Errno::ENOENT), Status::FileNotFound);
-        assert_eq!(status_for_open_error(Errno::EACCES), Status::AccessDenied);
-        assert_eq!(status_for_open_error(Errno::EXDEV), Status::AccessDenied);
-        assert_eq!(status_for_open_error(Errno::ELOOP), Status::AccessDenied);
-        assert_eq!(status_for_open_error(Errno::EMFILE), Status::InternalError);
-        assert_eq!(status_for_open_error(Errno::EIO), Status::InternalError);
-        assert_eq!(status_for_open_error(Errno::ENOMEM), Status::InternalError);
+        let expected = [
+            (Errno::ENOENT, Status::FileNotFound),
+            (Errno::ENOTDIR, Status::FileNotFound),
+            (Errno::ENXIO, Status::FileNotFound),
+            (Errno::ENODEV, Status::FileNotFound),
+            (Errno::EACCES, Status::AccessDenied),
+            (Errno::EPERM, Status::AccessDenied),
+            (Errno::EXDEV, Status::AccessDenied),
+            (Errno::ELOOP, Status::AccessDenied),
+            (Errno::ENAMETOOLONG, Status::InvalidFilename),
+            (Errno::EMFILE, Status::InternalError),
+            (Errno::EIO, Status::InternalError),
+            (Errno::ENOMEM, Status::InternalError),
+        ];
+        for (errno, status) in expected {
+            assert_eq!(status_for_open_error(errno), status, "{errno}");
+        }
+    }
+
+    #[test]
+    fn every_kind_of_file_is_named_in_the_log() {
+        let expected = [
+            (SFlag::S_IFDIR, "a directory"),
+            (SFlag::S_IFIFO, "a FIFO"),
+            (SFlag::S_IFCHR, "a character device"),
+            (SFlag::S_IFBLK, "a block device"),
+            (SFlag::S_IFLNK, "not a regular file"),
+        ];
+        for (kind, name) in expected {
+            assert_eq!(kind_name(kind), name, "{kind:?}");
+        }
     }
 
     fn name(text: &str) -> FileName {
@@ -248,5 +272,26 @@ mod tests {
         std::fs::write(path.join("a"), b"second").expect("write");
         let opened = dir.open_file(&name("a")).expect("served again");
         assert_eq!(opened.size, 6);
+    }
+
+    #[test]
+    fn a_directory_moved_away_is_still_served_by_its_handle() {
+        let parent = tempfile::tempdir().expect("temp dir");
+        let path = parent.path().join("served");
+        std::fs::create_dir(&path).expect("create");
+        std::fs::write(path.join("a"), b"first").expect("write");
+        let dir = ServedDir::open(&path).expect("open");
+
+        std::fs::rename(&path, parent.path().join("moved")).expect("move");
+        std::fs::create_dir(&path).expect("a new directory at the path");
+        std::fs::write(path.join("b"), b"other").expect("write");
+        let missing = dir
+            .open_file(&name("b"))
+            .expect_err("not in the moved directory");
+        assert_eq!(missing.status, Status::FileNotFound);
+        let opened = dir
+            .open_file(&name("a"))
+            .expect("still the moved directory");
+        assert_eq!(opened.size, 5);
     }
 }

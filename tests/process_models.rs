@@ -278,7 +278,10 @@ fn process_counts_must_be_positive_numbers() {
 fn missing_directory_fails_before_binding() {
     let fixture = Fixture::new();
     let file = fixture.add("plain", b"not a directory");
-    for dir in [fixture.path().join("absent"), file] {
+    for (dir, why) in [
+        (fixture.path().join("absent"), "No such file or directory"),
+        (file, "plain is not a directory"),
+    ] {
         for (binary, count) in [
             ("tcpfile-server-iterative", None),
             ("tcpfile-server-parallel", Some("2")),
@@ -295,7 +298,7 @@ fn missing_directory_fails_before_binding() {
             assert!(output.stdout.is_empty(), "no address line");
             let stderr = stderr_of(&output);
             assert!(
-                stderr.contains("cannot serve that directory"),
+                stderr.contains("cannot serve that directory") && stderr.contains(why),
                 "{binary}: {stderr}"
             );
         }
