@@ -571,12 +571,15 @@ mod tests {
         let fresh = dir.path().join(".tcpfile-2-0.part");
         let locked = dir.path().join(".tcpfile-3-0.part");
         let unrelated = dir.path().join(".tcpfile-notes.txt");
-        for path in [&abandoned, &fresh, &locked, &unrelated] {
+        let linked = dir.path().join("linked.bin");
+        for path in [&abandoned, &fresh, &locked, &unrelated, &linked] {
             std::fs::write(path, b"partial").expect("write");
         }
-        for path in [&abandoned, &locked, &unrelated] {
+        for path in [&abandoned, &locked, &unrelated, &linked] {
             age(path, ABANDONED_AFTER * 2);
         }
+        // Named like a staging file, but a link: no fetch made it.
+        symlink("linked.bin", dir.path().join(".tcpfile-4-0.part")).expect("symlink");
         let holder = File::open(&locked).expect("open");
         assert!(try_lock(&holder), "the test holds the lock");
 
@@ -586,8 +589,29 @@ mod tests {
             [
                 ".tcpfile-2-0.part",
                 ".tcpfile-3-0.part",
-                ".tcpfile-notes.txt"
+                ".tcpfile-4-0.part",
+                ".tcpfile-notes.txt",
+                "linked.bin"
             ]
         );
+    }
+
+    #[test]
+    fn a_fifo_named_like_a_staging_file_neither_blocks_nor_goes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        nix::unistd::mkfifo(&dir.path().join(".tcpfile-1-0.part"), Mode::S_IRWXU).expect("mkfifo");
+        let destination = dir.path().join("next.bin");
+        let (done, finished) = std::sync::mpsc::channel();
+        // Opening a FIFO that blocks would never return: the thread is left
+        // behind, and the test fails at the deadline.
+        std::thread::spawn(move || {
+            let created = AtomicFile::create(&destination).map(drop);
+            let _ = done.send(created);
+        });
+        let created = finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the staging files are looked at without blocking");
+        created.expect("create");
+        assert_eq!(entries(dir.path()), [".tcpfile-1-0.part"]);
     }
 }
