@@ -106,9 +106,10 @@ tests_for() {
         src/served_dir.rs)
             # serving.rs: links, directories, FIFOs, sockets and devices, the
             # status of each failed open; faults.rs: a served directory removed
-            # and made anew, a file truncated, replaced or deleted while sent.
+            # and made anew, a file truncated, replaced or deleted while sent;
+            # process_models.rs: a DIR that is missing or not a directory.
             # Not the client's own faults (a full disk, a file size limit).
-            printf '%s\n' --lib --test serving --test faults --
+            printf '%s\n' --lib --test serving --test faults --test process_models --
             skips "${timing_tests[@]}" "${server_process_tests[@]}" \
                 file_size_limit_breaks_the_transfer_and_keeps_no_file \
                 full_disk_breaks_the_transfer_and_keeps_the_old_file
