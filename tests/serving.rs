@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
 
@@ -519,6 +520,74 @@ fn only_regular_files_are_served(model: Model) {
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "answered promptly"
+    );
+}
+
+/// A new pseudo-terminal: its master side, which hangs the terminal up when
+/// closed, and the path of its terminal side, such as `/dev/pts/3`. `None`
+/// where this system has no pseudo-terminals.
+fn pseudo_terminal() -> Option<(std::fs::File, std::path::PathBuf)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let master = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/ptmx")
+        .ok()?;
+    let mut path = [0 as libc::c_char; 64];
+    // SAFETY: the descriptor is open; ptsname_r writes at most the buffer's
+    // length, NUL included.
+    unsafe {
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0, "unlockpt");
+        assert_eq!(
+            libc::ptsname_r(master.as_raw_fd(), path.as_mut_ptr(), path.len()),
+            0,
+            "ptsname_r"
+        );
+    }
+    // SAFETY: ptsname_r succeeded, so the buffer holds a NUL-terminated path.
+    let path = unsafe { std::ffi::CStr::from_ptr(path.as_ptr()) };
+    let path = path.to_str().expect("a /dev/pts path").into();
+    Some((master, path))
+}
+
+/// A server that leads its session (under systemd, as PID 1 in a container)
+/// and opens a terminal without O_NOCTTY makes it its controlling terminal,
+/// and dies of SIGHUP when that terminal hangs up. Here the server serves
+/// /dev/pts and is asked for a terminal by its number. Only the iterative
+/// server opens files in the process that leads the session; the others open
+/// them in their children.
+#[test]
+fn a_terminal_asked_for_does_not_become_the_servers() {
+    let Some((master, terminal)) = pseudo_terminal() else {
+        skip(
+            "a_terminal_asked_for_does_not_become_the_servers",
+            "no pseudo-terminals here (/dev/ptmx)",
+        );
+        return;
+    };
+    let folder = terminal.parent().expect("/dev/pts");
+    let name = terminal.file_name().expect("a number").as_bytes();
+    let server = ServerProcess::spawn_session_leader(server_command(Model::Iterative, folder, &[]));
+
+    let status = status_for(&server, &raw_request(1, 1, name.len() as u16, name));
+    assert_eq!(status, 3, "{}", server.log_text());
+    assert!(
+        server.wait_for_log("not a regular file (a character device)", PATIENCE),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(
+        controlling_terminal(server.pid),
+        0,
+        "the server has no terminal"
+    );
+    drop(master);
+    assert_eq!(status_for(&server, &raw_request(2, 1, 1, b"a")), 1);
+    assert!(
+        process_exists(server.pid),
+        "the hang-up did not end the server"
     );
 }
 

@@ -150,8 +150,27 @@ impl ServerProcess {
     /// server leads a process group of its own, as it would in a terminal.
     pub fn spawn(mut command: Command) -> ServerProcess {
         use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        ServerProcess::launch(command)
+    }
+
+    /// Spawns a prepared server command that leads a session of its own, with
+    /// no controlling terminal, as under systemd or as PID 1 in a container.
+    pub fn spawn_session_leader(mut command: Command) -> ServerProcess {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches no memory of the
+        // parent.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()?;
+                Ok(())
+            });
+        }
+        ServerProcess::launch(command)
+    }
+
+    fn launch(mut command: Command) -> ServerProcess {
         command
-            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -816,6 +835,17 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
             .map(str::to_string)
             .collect(),
     )
+}
+
+/// The device number of the controlling terminal of `pid`, 0 for none.
+/// Panics when it cannot be read.
+pub fn controlling_terminal(pid: i32) -> u64 {
+    let fields = stat_fields(pid).unwrap_or_else(|| panic!("cannot read /proc/{pid}/stat"));
+    // tty_nr is field 7 of proc(5).
+    fields
+        .get(4)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or_else(|| panic!("no tty_nr in /proc/{pid}/stat: {fields:?}"))
 }
 
 /// CPU time the process has used, user and system, in seconds. Panics when
