@@ -169,7 +169,7 @@ for file in "${files[@]}"; do
     mapfile -t test_args < <(tests_for "$file")
     # --gitignore: the copy leaves out dist/, fuzz/target/ and the like.
     options=(--file "$file" --jobs "$jobs" --no-shuffle --gitignore true
-        --timeout-multiplier 3 --minimum-test-timeout 60
+        --timeout-multiplier 3 --minimum-test-timeout 120
         --output "mutants.out/$name")
     equivalent=$(equivalent_for "$file")
     if [[ -n $equivalent ]]; then
