@@ -260,12 +260,12 @@ fn process_counts_must_be_positive_numbers() {
         ("tcpfile-server-evented", "0"),
         ("tcpfile-server-evented", "many"),
     ] {
-        let output = command(binary)
-            .args(["127.0.0.1", "0"])
-            .arg(fixture.path())
-            .arg(count)
-            .output()
-            .expect("run");
+        let output = output_promptly(
+            command(binary)
+                .args(["127.0.0.1", "0"])
+                .arg(fixture.path())
+                .arg(count),
+        );
         assert_eq!(output.status.code(), Some(2), "{binary} {count}");
         assert!(
             output.stdout.is_empty(),
@@ -288,12 +288,12 @@ fn missing_directory_fails_before_binding() {
             ("tcpfile-server-preforked", Some("2")),
             ("tcpfile-server-evented", Some("2")),
         ] {
-            let output = command(binary)
-                .args(["127.0.0.1", "0"])
-                .arg(&dir)
-                .args(count)
-                .output()
-                .expect("run");
+            let output = output_promptly(
+                command(binary)
+                    .args(["127.0.0.1", "0"])
+                    .arg(&dir)
+                    .args(count),
+            );
             assert_eq!(output.status.code(), Some(1), "{binary} {}", dir.display());
             assert!(output.stdout.is_empty(), "no address line");
             let stderr = stderr_of(&output);
@@ -424,12 +424,12 @@ fn durations_beyond_a_day_or_nonsense_are_usage_errors() {
         ("--grace", "-1"),
         ("--grace", "NaN"),
     ] {
-        let output = command("tcpfile-server-iterative")
-            .args(["127.0.0.1", "0"])
-            .arg(fixture.path())
-            .arg(format!("{option}={value}"))
-            .output()
-            .expect("run");
+        let output = output_promptly(
+            command("tcpfile-server-iterative")
+                .args(["127.0.0.1", "0"])
+                .arg(fixture.path())
+                .arg(format!("{option}={value}")),
+        );
         assert_eq!(output.status.code(), Some(2), "{option} {value}");
         assert!(
             output.stdout.is_empty(),

@@ -401,6 +401,30 @@ pub fn open_fds(pid: i32) -> usize {
         .unwrap_or_else(|error| panic!("cannot list the descriptors of process {pid}: {error}"))
 }
 
+/// Runs `command` to its end and returns what it printed, like
+/// `Command::output`, for a command that should end at once: one still
+/// running after [`PATIENCE`] is killed, and the test fails.
+pub fn output_promptly(command: &mut Command) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(PATIENCE) {
+        Ok(output) => output.expect("wait for the command"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("{command:?} still ran after {PATIENCE:?}");
+        }
+    }
+}
+
 /// Runs the real client against 127.0.0.1:`port`.
 pub fn run_client(port: u16, name: &str, max_size: &str, out: &Path, extra: &[&str]) -> Output {
     client_command(port, name, max_size, out, extra)
