@@ -7,12 +7,13 @@
 #   ci/mutants.sh [FILE...]
 #
 # FILE defaults to src/protocol.rs, src/served_dir.rs, src/cli.rs,
-# src/destination.rs, src/handler.rs, src/transfer.rs, src/lifecycle.rs and
-# src/server/*.rs. Each file gets its own run, with the tests that exercise it
-# (see tests_for below), so that a mutant costs one build and a short test
-# run. Every mutant is built and tested in a copy of the tree under /tmp,
-# never in this one; `cargo test` rebuilds the binaries the integration tests
-# start, so the servers and the client under test carry the mutant.
+# src/destination.rs, src/conversation.rs, src/handler.rs, src/transfer.rs,
+# src/lifecycle.rs and src/server/*.rs. Each file gets its own run, with the
+# tests that exercise it (see tests_for below), so that a mutant costs one
+# build and a short test run. Every mutant is built and tested in a copy of
+# the tree under /tmp, never in this one; `cargo test` rebuilds the binaries
+# the integration tests start, so the servers and the client under test carry
+# the mutant.
 #
 # Results go to mutants.out/NAME/mutants.out/ (caught.txt, missed.txt,
 # timeout.txt, unviable.txt, outcomes.json and a log per mutant), where NAME
@@ -40,7 +41,7 @@ if [[ $# -gt 0 ]]; then
     files=("$@")
 else
     files=(src/protocol.rs src/served_dir.rs src/cli.rs src/destination.rs
-        src/handler.rs src/transfer.rs src/lifecycle.rs src/server/*.rs)
+        src/conversation.rs src/handler.rs src/transfer.rs src/lifecycle.rs src/server/*.rs)
 fi
 for file in "${files[@]}"; do
     if [[ ! -f $file || $file != src/*.rs ]]; then
@@ -58,9 +59,10 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # Tests bounded by wall-clock time. They guard the timeouts, the grace period
-# and the signal handling of handler.rs, transfer.rs and lifecycle.rs, and can
-# fail on a loaded machine; for other files such a failure would count a
-# mutant as caught by chance, so runs of other files leave them out.
+# and the signal handling of conversation.rs, handler.rs, transfer.rs and
+# lifecycle.rs, and can fail on a loaded machine; for other files such a
+# failure would count a mutant as caught by chance, so runs of other files
+# leave them out.
 timing_tests=(
     idle_connection_is_dropped_and_the_next_client_served
     withheld_reply_is_dropped_at_the_timeout
@@ -141,9 +143,18 @@ tests_for() {
 # Mutants that cannot change behaviour, left out by name. `a | b` becomes
 # `a ^ b`, which is the same value when a and b share no bit: in these files
 # every `|` joins distinct open, resolve or flock flags. Other files keep them.
+# Also `|` made `&` where the flags it drops cannot matter: O_DIRECTORY when
+# opening `.` (openat2_works), or a folder that the next openat would refuse
+# with the same ENOTDIR (AtomicFile::create's first open, named by its line).
 equivalent_for() {
     case $1 in
-        src/protocol.rs | src/served_dir.rs | src/cli.rs | src/destination.rs)
+        src/served_dir.rs)
+            echo 'replace \| with \^ in |replace \| with & in openat2_works'
+            ;;
+        src/destination.rs)
+            echo 'replace \| with \^ in |destination.rs:189:[0-9]+: replace \| with & in AtomicFile::create'
+            ;;
+        src/protocol.rs | src/cli.rs)
             echo 'replace \| with \^ in '
             ;;
     esac
