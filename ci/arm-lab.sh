@@ -120,7 +120,7 @@ lab_after_clients() {
     for id in $(docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT"); do
         service=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}' "$id")
         image=$(docker inspect -f '{{.Image}}' "$id")
-        built_for=$(docker image inspect -f '{{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}}' "$image")
+        built_for=$(docker image inspect -f '{{.Os}}/{{.Architecture}}{{with index . "Variant"}}/{{.}}{{end}}' "$image")
         case "$service" in
             capture-*) wanted=$capture_platform ;;
             *) wanted=$platform ;;

@@ -109,7 +109,7 @@ CMD ["bash"]
 EOF
 docker build --quiet --platform "$platform" --label "$INPUTS_LABEL=$inputs" \
     --tag "$image" "$work/context" >/dev/null
-actual=$(docker image inspect -f '{{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}}' "$image")
+actual=$(docker image inspect -f '{{.Os}}/{{.Architecture}}{{with index . "Variant"}}/{{.}}{{end}}' "$image")
 [ "$actual" = "$platform" ] || fail "$image is for $actual, not $platform"
 if [ -n "$before" ] && [ -z "$(docker image inspect -f '{{join .RepoTags " "}}' "$before" 2>/dev/null)" ]; then
     docker image rm "$before" >/dev/null 2>&1 || true

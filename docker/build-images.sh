@@ -168,7 +168,7 @@ fi
 
 # Every image must be for the platform it was built for.
 for image in "${all_images[@]}"; do
-    built_for=$(docker image inspect -f '{{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}}' "${built_id[$image]}")
+    built_for=$(docker image inspect -f '{{.Os}}/{{.Architecture}}{{with index . "Variant"}}/{{.}}{{end}}' "${built_id[$image]}")
     if [ "$built_for" != "$platform" ]; then
         echo "error: $image:$version-$arch is for $built_for, not $platform" >&2
         exit 1
