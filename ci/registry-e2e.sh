@@ -77,10 +77,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # The package starts a registry of its own on every address where systemd
-    # runs; this run needs the program, not that service.
-    if [[ " ${missing[*]} " = *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
-        systemctl disable --now docker-registry.service
+    if [[ " ${missing[*]} " = *" docker-registry "* ]]; then
+        ci/registry-service-off.sh
     fi
 fi
 echo "registry: $(docker-registry --version)"
@@ -95,11 +93,17 @@ for arch in "${ARCHES[@]}"; do
     fi
 done
 ci/debian-base-image.sh
+# Each image is held by a tag of this run's own at once: another build on the
+# same engine may move the shared localhost/tcpfile tags meanwhile, and remove
+# the image they named.
+own=localhost/tcpfile-registry-$$
 declare -A local_id
 for arch in "${ARCHES[@]}"; do
     docker/build-images.sh "$arch"
     for image in "${IMAGES[@]}"; do
         local_id[$image/$arch]=$(docker image inspect -f '{{.Id}}' "localhost/tcpfile/$image:$version-$arch")
+        docker tag "${local_id[$image/$arch]}" "$own/$image:$arch"
+        made_tags+=("$own/$image:$arch")
     done
 done
 echo "images ready after $((SECONDS - started)) s"
@@ -163,7 +167,7 @@ for image in "${IMAGES[@]}"; do
     platform_refs=()
     for arch in "${ARCHES[@]}"; do
         ref=$registry/tcpfile/$image:$version-$arch
-        docker tag "localhost/tcpfile/$image:$version-$arch" "$ref"
+        docker tag "$own/$image:$arch" "$ref"
         made_tags+=("$ref")
         docker push --quiet "$ref" >/dev/null
         platform_refs+=("$ref")
@@ -247,7 +251,7 @@ for image in "${IMAGES[@]}"; do
     for arch in "${ARCHES[@]}"; do
         platform=${PLATFORM_OF[$arch]}
         docker pull --quiet --platform "$platform" "$index" >/dev/null
-        pulled=$(docker image inspect -f '{{.Id}} {{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}}' "$index")
+        pulled=$(docker image inspect -f '{{.Id}} {{.Os}}/{{.Architecture}}{{with index . "Variant"}}/{{.}}{{end}}' "$index")
         [ "$pulled" = "${local_id[$image/$arch]} $platform" ] ||
             fail "docker pull --platform $platform $index got $pulled, not ${local_id[$image/$arch]} $platform"
         if [ "$image" = tcpdump ]; then
@@ -265,9 +269,11 @@ export COMPOSE_PROJECT_NAME=$PROJECT
 host_arch=$(docker version -f '{{.Server.Arch}}')
 [ "$host_arch" = arm ] && host_arch=armv7
 compose_pull() {
-    local arch=$1 mode
+    local arch=$1 mode output
     for mode in iterative parallel preforked evented; do
-        SERVER_MODE=$mode TCPFILE_REGISTRY=$registry timeout "$COMMAND_LIMIT" "${compose[@]}" pull --quiet
+        # compose prints its progress even with --quiet: shown on failure only.
+        output=$(SERVER_MODE=$mode TCPFILE_REGISTRY=$registry timeout "$COMMAND_LIMIT" "${compose[@]}" pull --quiet 2>&1) ||
+            fail "compose pull (SERVER_MODE=$mode) failed:"$'\n'"$output"
         for image in "server-$mode" client tcpdump; do
             [ "$(docker image inspect -f '{{.Id}}' "$registry/tcpfile/$image:latest")" = "${local_id[$image/$arch]}" ] ||
                 fail "compose pull (SERVER_MODE=$mode${DOCKER_DEFAULT_PLATFORM:+, DOCKER_DEFAULT_PLATFORM=$DOCKER_DEFAULT_PLATFORM}) got another $image than the one for $arch"
