@@ -32,6 +32,7 @@ declare -A packages=(
     [iptables]=iptables
     [ethtool]=ethtool
     [mmdebstrap]=mmdebstrap
+    [docker-registry]=docker-registry
     [qemu-system-x86_64]=qemu-system-x86
     [qemu-system-aarch64]=qemu-system-arm
     [qemu-img]=qemu-utils
@@ -72,6 +73,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
     "${APT_GET[@]}" update -qq
     "${APT_GET[@]}" install -y -qq --no-install-recommends "${missing[@]}"
+    # ci/registry-e2e.sh runs the registry program on 127.0.0.1 itself; the
+    # service the package starts would listen on every address.
+    if [[ " ${missing[*]} " = *" docker-registry "* ]]; then
+        ci/registry-service-off.sh
+    fi
 fi
 
 rustup component add rustfmt clippy >/dev/null

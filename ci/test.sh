@@ -27,6 +27,7 @@ STAGES=(
     "net-faults|drops, a slow link and a partition, in namespaces and in the compose lab|env TCPFILE_BIN_DIR=dist/amd64 ci/net-faults.sh"
     "compose|the compose lab, every model, compose v2|env TCPFILE_COMPOSE=v2 ci/compose-e2e.sh"
     "compose-v1|the compose lab, one model, compose v1|env TCPFILE_COMPOSE=v1 ci/compose-e2e.sh evented"
+    "registry|multi-arch images through a local registry, the lab on arm64 and armv7|registry_and_arm_lab"
     "make-up|make up as a user in the docker group|ci/make-up-unprivileged.sh"
     "vm-checks|the VM lab's files, checked in containers|ci/vm-checks.sh"
     "vm-amd64|the VM lab booted under qemu, amd64|ci/vm-boot.sh amd64"
@@ -58,6 +59,14 @@ aarch64_tests() {
 armv7_tests() {
     QEMU_CPU=cortex-a7 TCPFILE_TEST_RUNNER=qemu-arm-static \
         ci/cargo-build-std.sh armv7-unknown-linux-musleabihf test --locked
+}
+
+# The images of the three platforms through a registry of its own, then the
+# lab with the arm64 and with the armv7 images, the ones it holds, under qemu.
+registry_and_arm_lab() {
+    ci/registry-e2e.sh
+    ci/arm-lab.sh arm64
+    ci/arm-lab.sh armv7
 }
 
 skip_log=$(mktemp -t tcpfile-skips.XXXXXX)

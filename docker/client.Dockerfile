@@ -1,6 +1,7 @@
 # The client image: only the static tcpfile-client from dist/<arch>/. Build
-# from the repository's root, after ci/build-static.sh. BuildKit sets
-# TARGETARCH; the classic builder needs --build-arg TARGETARCH=amd64 or arm64.
+# from the repository's root, after ci/build-static.sh. dist/<arch>/ is named by
+# TARGETARCH and TARGETVARIANT (dist/armv7 for linux/arm/v7), which BuildKit
+# sets from --platform and the classic builder takes as build arguments.
 #
 #   docker run --rm -v "$PWD/downloads:/downloads" tcpfile/client \
 #       -o /downloads/hello.txt SERVER 7070 hello.txt 1M
@@ -9,6 +10,7 @@
 FROM scratch
 COPY docker/passwd docker/group /etc/
 ARG TARGETARCH
+ARG TARGETVARIANT
 ARG VERSION=unknown
 ARG REVISION=unknown
 LABEL org.opencontainers.image.source="https://github.com/tcpfile/tcpfile" \
@@ -17,7 +19,7 @@ LABEL org.opencontainers.image.source="https://github.com/tcpfile/tcpfile" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.title="tcpfile-client" \
       org.opencontainers.image.description="The tcpfile client: fetches one file from a tcpfile server"
-COPY dist/${TARGETARCH}/tcpfile-client /usr/local/bin/
+COPY dist/${TARGETARCH}${TARGETVARIANT}/tcpfile-client /usr/local/bin/
 USER 65532:65532
 # The client keeps no state worth a graceful stop; as PID 1 it ignores SIGTERM,
 # so containers that may be stopped mid-transfer run with an init (compose's
