@@ -9,7 +9,7 @@
 //! put hundreds of threads on the same two cores as the server, and the
 //! measurement would be of the scheduler.
 
-pub mod histogram;
+pub mod latency;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ use crate::protocol::{
     RESPONSE_LEN, Status,
 };
 
-use histogram::Histogram;
+use latency::Latencies;
 pub use report::Report;
 
 /// What to load, how hard, and for how long at most.
@@ -103,7 +103,7 @@ pub struct Tally {
     pub completed: u64,
     /// Content bytes of the completed requests.
     pub bytes: u64,
-    pub latency: Histogram,
+    pub latency: Latencies,
     pub failures: BTreeMap<Failure, u64>,
     /// Requests still in flight when the time limit ended the run.
     pub abandoned: u64,
