@@ -343,11 +343,17 @@ stop_server() {
 
 # A server's processes: PID and all its descendants.
 process_tree() {
-    local child
-    echo "$1"
-    for child in $(pgrep -P "$1"); do
-        process_tree "$child"
-    done
+    ps -e -o pid=,ppid= | awk -v root="$1" '
+        { parent[$1] = $2 }
+        END {
+            inside[root] = 1
+            do {
+                grown = 0
+                for (pid in parent)
+                    if (!(pid in inside) && (parent[pid] in inside)) { inside[pid] = 1; grown = 1 }
+            } while (grown)
+            for (pid in inside) print pid
+        }'
 }
 
 # Whether PID has COUNT workers: child processes, or else threads.
@@ -360,23 +366,22 @@ wait_for_workers() {
     wait_until 10 "$2 workers of PID $1" has_workers "$1" "$2"
 }
 
-# Resident, proportional and private KiB of PID, from smaps_rollup; nothing
-# when the process has gone.
-memory_of_pid() {
-    awk '/^Rss:/ { rss = $2 } /^Pss:/ { pss = $2 } /^Private_(Clean|Dirty):/ { private += $2 }
-         END { if (NR) print rss + 0, pss + 0, private + 0 }' "/proc/$1/smaps_rollup" 2>/dev/null || true
+# Prints "PROCESSES RSS PSS PRIVATE" for the processes PIDS..., in KiB,
+# summed from their smaps_rollup; a process that has gone is left out.
+memory_of() {
+    local pid files=()
+    for pid in "$@"; do
+        [ -r "/proc/$pid/smaps_rollup" ] && files+=("/proc/$pid/smaps_rollup")
+    done
+    [ "${#files[@]}" -gt 0 ] || { echo "0 0 0 0"; return 0; }
+    awk 'FNR == 1 { processes++ } /^Rss:/ { rss += $2 } /^Pss:/ { pss += $2 }
+         /^Private_(Clean|Dirty):/ { private += $2 }
+         END { print processes + 0, rss + 0, pss + 0, private + 0 }' "${files[@]}" 2>/dev/null
 }
 
-# Prints "PROCESSES RSS PSS PRIVATE" for the process tree of PID, in KiB.
 memory_of_tree() {
-    local pid count=0 rss=0 pss=0 private=0 one r p v
-    for pid in $(process_tree "$1"); do
-        one=$(memory_of_pid "$pid")
-        [ -n "$one" ] || continue
-        read -r r p v <<<"$one"
-        count=$((count + 1)); rss=$((rss + r)); pss=$((pss + p)); private=$((private + v))
-    done
-    echo "$count $rss $pss $private"
+    # shellcheck disable=SC2046 # one PID a word
+    memory_of $(process_tree "$1")
 }
 
 FOOTPRINT="$RESULTS/footprint.tsv"
@@ -579,7 +584,7 @@ for name in "${RUN_MODELS[@]}"; do
 done
 if [ -n "${pid_of[preforked-2]:-}" ]; then
     note_footprint "one preforked worker, idle, before any request" \
-        "1 $(memory_of_pid "$(pgrep -P "${pid_of[preforked-2]}" | head -n 1)")"
+        "$(memory_of "$(pgrep -P "${pid_of[preforked-2]}" | head -n 1)")"
 fi
 
 SMALL="$RESULTS/small.jsonl"
@@ -640,7 +645,7 @@ for name in "${RUN_MODELS[@]}"; do
 done
 if [ -n "${pid_of[preforked-8]:-}" ]; then
     note_footprint "one preforked worker, idle, after the runs" \
-        "1 $(memory_of_pid "$(pgrep -P "${pid_of[preforked-8]}" | head -n 1)")"
+        "$(memory_of "$(pgrep -P "${pid_of[preforked-8]}" | head -n 1)")"
 fi
 note_footprint "nginx, 2 workers, after the runs" "$(memory_of_tree "${pid_of[nginx-2]}")"
 for name in "${RUN_MODELS[@]}" "${BASE_MODELS[@]}"; do
@@ -686,7 +691,7 @@ release_connections() {
 }
 
 # Waits until the server has taken what it will from its accept queue: the
-# queue empty, or no change for a second; at most 10 s.
+# queue empty, or no change for half a second; at most 10 s.
 settle() {
     local port=$1 previous=-1 queue still=0 tries=0
     while [ "$tries" -lt 100 ]; do
@@ -694,7 +699,7 @@ settle() {
         [ "$queue" -eq 0 ] && return 0
         if [ "$queue" -eq "$previous" ]; then
             still=$((still + 1))
-            [ "$still" -ge 10 ] && return 0
+            [ "$still" -ge 5 ] && return 0
         else
             still=0
         fi
