@@ -11,6 +11,8 @@
 #
 # Options:
 #   --runs N        runs of every case; the report gives the median (default 5)
+#   --requests N    requests per run of the small-request case (default 20000;
+#                   300 in the smoke run)
 #   --out DIR       where the report goes instead, kept with the raw results
 #                   (the full run's default is the repository)
 #   --baseline REF  also build the servers of git revision REF and run them
@@ -30,7 +32,8 @@
 # copy_file_range and falls back to read and write. BENCH_PYTHON names a
 # Python with matplotlib for the report (default: /usr/bin/python3 or python3,
 # whichever has it; as root, Debian's python3-matplotlib is installed if
-# neither has).
+# neither has). The smoke run needs no matplotlib: without it, it draws no
+# chart.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -38,12 +41,14 @@ REPO=$(pwd)
 
 smoke=false
 runs=""
+requests=""
 out=""
 baseline=""
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --smoke) smoke=true ;;
         --runs) runs=${2:?--runs needs a number}; shift ;;
+        --requests) requests=${2:?--requests needs a number}; shift ;;
         --out) out=${2:?--out needs a folder}; shift ;;
         --baseline) baseline=${2:?--baseline needs a git revision}; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
@@ -72,7 +77,7 @@ SMALL_SIZE=4096
 TINY_SIZE=1024
 if $smoke; then
     BIG_SIZE=$((8 * 1024 * 1024))
-    REQUESTS=300
+    REQUESTS=${requests:-300}
     runs=${runs:-1}
     WARMUP=0
     TIME_BOUND=20
@@ -82,7 +87,7 @@ if $smoke; then
     IDLE_PATIENCE=1
 else
     BIG_SIZE=$((1024 * 1024 * 1024))
-    REQUESTS=20000
+    REQUESTS=${requests:-20000}
     runs=${runs:-5}
     WARMUP=1
     TIME_BOUND=120
@@ -90,7 +95,9 @@ else
     HELD=10000
     IDLE_PATIENCE=3
 fi
-case "$runs" in '' | *[!0-9]* | 0) echo "--runs must be a positive number" >&2; exit 2 ;; esac
+for number in "$runs" "$REQUESTS"; do
+    case "$number" in '' | *[!0-9]* | 0) echo "--runs and --requests take a positive number" >&2; exit 2 ;; esac
+done
 
 started_at=$(date +%s)
 load_before=$(cut -d ' ' -f 1-3 /proc/loadavg)
@@ -123,7 +130,11 @@ find_python() {
     done
     return 1
 }
-PYTHON=$(find_python) || missing_packages+=(python3-matplotlib)
+# The smoke run does without: it installs nothing that large for a chart
+# it removes.
+if ! PYTHON=$(find_python) && ! $smoke; then
+    missing_packages+=(python3-matplotlib)
+fi
 
 if [ "${#missing_packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -134,7 +145,9 @@ if [ "${#missing_packages[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_packages[@]}" >/dev/null
 fi
-PYTHON=${PYTHON:-$(find_python)}
+if [ -z "$PYTHON" ]; then
+    PYTHON=$(find_python || command -v python3)
+fi
 NGINX=$(command -v nginx)
 
 BENCH_TMPDIR=${BENCH_TMPDIR:-/tmp}
@@ -820,7 +833,7 @@ fi
     printf 'curl\t%s\n' "$(curl --version | head -n 1 | cut -d ' ' -f 1-2)"
     # wrk -v prints its version and usage and exits 1.
     printf 'wrk\t%s\n' "$({ wrk -v 2>&1 || true; } | head -n 1 | cut -d ' ' -f 1-2)"
-    printf 'matplotlib\t%s\n' "$("$PYTHON" -c 'import matplotlib; print(matplotlib.__version__)')"
+    printf 'matplotlib\t%s\n' "$("$PYTHON" -c 'import matplotlib; print(matplotlib.__version__)' 2>/dev/null || true)"
     printf 'load\t%s\n' "$load_before"
     printf 'load_after\t%s\n' "$(cut -d ' ' -f 1-3 /proc/loadavg)"
     printf 'seconds\t%s\n' "$(($(date +%s) - started_at))"

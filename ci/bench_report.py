@@ -6,22 +6,16 @@
 RESULTS_DIR holds what ci/bench.sh collected: meta.tsv, models.tsv,
 bulk.tsv, small.jsonl, idle.jsonl, held.jsonl, footprint.tsv, sizes.tsv and
 commands.txt. The hand-written notes of an existing MARKDOWN_PATH are kept.
-The chart is an SVG drawn with matplotlib. Prints the targets; exits 3 when
-some requests failed their checks (listed in RESULTS_DIR/problems.txt), 0
-otherwise. A speed never makes it fail.
+The chart is an SVG drawn with matplotlib; without matplotlib a smoke run
+writes no chart and says so, a full run fails (exit 2). Prints the targets;
+exits 3 when some requests failed their checks (listed in
+RESULTS_DIR/problems.txt), 0 otherwise. A speed never makes it fail.
 """
 
 import json
 import os
 import statistics
 import sys
-
-import matplotlib
-
-matplotlib.use("svg")
-# The backend is chosen before pyplot is imported.
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 
 NOTES_START = "<!-- notes: kept when the file is rewritten -->"
 NOTES_END = "<!-- end of notes -->"
@@ -317,6 +311,13 @@ def style(res, server, client):
 
 
 def chart(res, path):
+    import matplotlib
+
+    matplotlib.use("svg")
+    # The backend is chosen before pyplot is imported.
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
     meta = res.meta
     plt.rcParams.update({
         # Text stays text, and the file is the same for the same figures.
@@ -392,7 +393,7 @@ def markdown(res, target_rows, notes, chart_name):
            f"- tcpfile {meta['commit']}, built with {meta['rustc']} (release profile)"
            + (f"; baseline servers from {meta['baseline']}" if meta["baseline"] else ""),
            f"- Others: nginx {meta['nginx']} (Debian's nginx-light), {meta['curl']}, {meta['wrk']}; "
-           f"chart by matplotlib {meta['matplotlib']}",
+           f"chart by matplotlib {meta['matplotlib'] or '(not installed: no chart)'}",
            f"- Every figure is the median of {meta['runs']} run(s).", ""]
 
     md += ["## Targets", "",
@@ -552,7 +553,13 @@ def main():
     results, markdown_path, chart_path = sys.argv[1:4]
     res = Results(results)
     target_rows = targets(res)
-    chart(res, chart_path)
+    try:
+        chart(res, chart_path)
+    except ImportError as missing:
+        if not res.meta["smoke"]:
+            print(f"cannot draw the chart: {missing}", file=sys.stderr)
+            return 2
+        print(f"no chart: {missing}")
     chart_name = os.path.relpath(chart_path, os.path.dirname(os.path.abspath(markdown_path)))
     text = markdown(res, target_rows, kept_notes(markdown_path), chart_name)
     with open(markdown_path, "w") as output:
