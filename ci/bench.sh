@@ -39,6 +39,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
+invocation="ci/bench.sh $*"
 smoke=false
 runs=""
 requests=""
@@ -838,6 +839,7 @@ fi
     printf 'load_after\t%s\n' "$(cut -d ' ' -f 1-3 /proc/loadavg)"
     printf 'seconds\t%s\n' "$(($(date +%s) - started_at))"
     printf 'smoke\t%s\n' "$smoke"
+    printf 'invocation\t%s\n' "$invocation"
     printf 'runs\t%s\n' "$runs"
     printf 'requests\t%s\n' "$REQUESTS"
     printf 'big_size\t%s\n' "$BIG_SIZE"

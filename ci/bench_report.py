@@ -168,8 +168,9 @@ def verdict(met):
 
 def shortfall(measured, bound, above_is_good):
     """By how much a measured value misses its bound, in percent of the bound."""
-    missing = (bound - measured) if above_is_good else (measured - bound)
-    return f"missed by {missing / bound:.0%}"
+    if above_is_good:
+        return f"{(bound - measured) / bound:.0%} short"
+    return f"{(measured - bound) / bound:.0%} over"
 
 
 def targets(res):
@@ -394,7 +395,8 @@ def markdown(res, target_rows, notes, chart_name):
            + (f"; baseline servers from {meta['baseline']}" if meta["baseline"] else ""),
            f"- Others: nginx {meta['nginx']} (Debian's nginx-light), {meta['curl']}, {meta['wrk']}; "
            f"chart by matplotlib {meta['matplotlib'] or '(not installed: no chart)'}",
-           f"- Every figure is the median of {meta['runs']} run(s).", ""]
+           f"- Every figure is the median of {meta['runs']} run(s).",
+           f"- Run as `{meta['invocation']}`", ""]
 
     md += ["## Targets", "",
            "The targets of the evented model read n/a until it is built. A missed target says by "
