@@ -814,7 +814,8 @@ fi
 mkdir -p "$out/docs"
 
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if ! git diff --quiet HEAD 2>/dev/null; then
+# The report's own files do not change what was measured.
+if ! git diff --quiet HEAD -- . ':!BENCHMARKS.md' ':!docs/bench-chart.svg' 2>/dev/null; then
     commit="$commit (with local changes)"
 fi
 # What the report says about the machine, the tools and the run.
