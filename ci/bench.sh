@@ -1,58 +1,104 @@
 #!/usr/bin/env bash
-# Measures the three server models beside what a user would otherwise use,
-# on this machine, over loopback, and writes the report.
+# Measures the tcpfile server models beside nginx, on this machine, over
+# loopback, with the same load generator for both, and writes the report.
 #
 #   ci/bench.sh            the full run: rewrites BENCHMARKS.md and
-#                          docs/bench-chart.svg (about a quarter of an hour)
-#   ci/bench.sh --smoke    small files, one run, a few hundred requests; the
-#                          report goes to a temporary folder. Fails on any
+#                          docs/bench-chart.svg (a quarter of an hour or more)
+#   ci/bench.sh --smoke    small files, one run, a few hundred requests; prints
+#                          the targets and removes its report. Fails on any
 #                          error or byte count that does not add up, never on
 #                          a speed.
 #
 # Options:
-#   --runs N     runs of every case; the report gives the median (default 5)
-#   --out DIR    where the report goes instead (the full run's default is the
-#                repository; the smoke run's a new folder under /tmp)
+#   --runs N        runs of every case; the report gives the median (default 5)
+#   --requests N    requests per run of the small-request case (default 20000;
+#                   300 in the smoke run)
+#   --out DIR       where the report goes instead, kept with the raw results
+#                   (the full run's default is the repository)
+#   --baseline REF  also build the servers of git revision REF and run them
+#                   beside this tree's, interleaved, in the small-request case:
+#                   the check that the lab models' figures did not fall
+#
+# Cases: a 1 GiB file (bulk) against `cat`; many 4 KiB requests, a new
+# connection each, at several concurrencies, every server driven by
+# tcpfile-bench (nginx in its HTTP/1.0 mode) and nginx by wrk as a second
+# view; a 1 KiB fetch behind 1,000 idle connections; the whole server's
+# memory with 10,000 connections held open. ci/bench_report.py writes the
+# report and the chart from the raw results.
 #
 # Environment: CARGO_TARGET_DIR is honoured; BENCH_TMPDIR is where the
 # fixtures and the copies go (default /tmp; the full run needs 3 GiB there).
 # Source and copies share one file system: across two, `cat` cannot use
-# copy_file_range and falls back to read and write.
+# copy_file_range and falls back to read and write. BENCH_PYTHON names a
+# Python with matplotlib for the report (default: /usr/bin/python3 or python3,
+# whichever has it; as root, Debian's python3-matplotlib is installed if
+# neither has). The smoke run needs no matplotlib: without it, it draws no
+# chart.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
+invocation="ci/bench.sh $*"
 smoke=false
 runs=""
+requests=""
 out=""
+baseline=""
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --smoke) smoke=true ;;
         --runs) runs=${2:?--runs needs a number}; shift ;;
+        --requests) requests=${2:?--requests needs a number}; shift ;;
         --out) out=${2:?--out needs a folder}; shift ;;
-        -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --baseline) baseline=${2:?--baseline needs a git revision}; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 
+# Every tcpfile server model the run measures: name, binary, process count
+# ("-" for none), and how the report names it. A model whose binary is not
+# built is left out, and the targets that concern it read "n/a".
+MODELS=(
+    "iterative tcpfile-server-iterative - iterative"
+    "parallel-64 tcpfile-server-parallel 64 parallel, 64 children"
+    "preforked-2 tcpfile-server-preforked 2 preforked, 2 workers"
+    "preforked-8 tcpfile-server-preforked 8 preforked, 8 workers"
+    "evented-2 tcpfile-server-evented 2 evented, 2 workers"
+)
+# The models that were there before the evented one, compared with
+# --baseline.
+LAB_MODELS=(iterative parallel-64 preforked-2 preforked-8)
+NGINX_WORKERS=(2 8)
+
 CONCURRENCY_LEVELS=(1 8 64 256)
 SMALL_SIZE=4096
+TINY_SIZE=1024
 if $smoke; then
     BIG_SIZE=$((8 * 1024 * 1024))
-    REQUESTS=300
+    REQUESTS=${requests:-300}
     runs=${runs:-1}
     WARMUP=0
     TIME_BOUND=20
+    IDLE=50
+    HELD=200
+    # How long a fetch behind the idle connections may wait.
+    IDLE_PATIENCE=1
 else
     BIG_SIZE=$((1024 * 1024 * 1024))
-    REQUESTS=20000
+    REQUESTS=${requests:-20000}
     runs=${runs:-5}
     WARMUP=1
     TIME_BOUND=120
+    IDLE=1000
+    HELD=10000
+    IDLE_PATIENCE=3
 fi
-case "$runs" in '' | *[!0-9]* | 0) echo "--runs must be a positive number" >&2; exit 2 ;; esac
+for number in "$runs" "$REQUESTS"; do
+    case "$number" in '' | *[!0-9]* | 0) echo "--runs and --requests take a positive number" >&2; exit 2 ;; esac
+done
 
 started_at=$(date +%s)
 load_before=$(cut -d ' ' -f 1-3 /proc/loadavg)
@@ -68,8 +114,29 @@ need wrk wrk
 need curl curl
 need python3 python3
 need pgrep procps
+need ss iproute2
 need cmp diffutils
 need lscpu util-linux
+
+# The Python for the report, the connection holder and the helpers: one with
+# matplotlib. Debian's python3-matplotlib belongs to /usr/bin/python3, which
+# need not be the python3 first on the PATH.
+find_python() {
+    local candidate
+    for candidate in ${BENCH_PYTHON:+"$BENCH_PYTHON"} /usr/bin/python3 python3; do
+        if "$candidate" -c 'import matplotlib' >/dev/null 2>&1; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+# The smoke run does without: it installs nothing that large for a chart
+# it removes.
+if ! PYTHON=$(find_python) && ! $smoke; then
+    missing_packages+=(python3-matplotlib)
+fi
+
 if [ "${#missing_packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${missing_packages[*]}; install them as root (apt-get install ...)" >&2
@@ -79,14 +146,10 @@ if [ "${#missing_packages[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_packages[@]}" >/dev/null
 fi
+if [ -z "$PYTHON" ]; then
+    PYTHON=$(find_python || command -v python3)
+fi
 NGINX=$(command -v nginx)
-
-echo "building the release binaries"
-cargo build --release --locked --bins
-BIN="${CARGO_TARGET_DIR:-target}/release"
-case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
-
-# --- Servers ----------------------------------------------------------------
 
 BENCH_TMPDIR=${BENCH_TMPDIR:-/tmp}
 WORK=$(mktemp -d "$BENCH_TMPDIR/tcpfile-bench.XXXXXX")
@@ -98,8 +161,9 @@ RESULTS="$WORK/results"
 mkdir -p "$SERVED" "$FETCHED" "$RESULTS"
 
 SERVER_PIDS=()
+HOLDER_PID=""
 
-# Stops one server and reaps it: SIGTERM, then SIGKILL after 10 s.
+# Stops one process we started and reaps it: SIGTERM, then SIGKILL after 10 s.
 stop_pid() {
     local pid=$1 tries=0 status=0
     kill -TERM "$pid" 2>/dev/null || true
@@ -114,6 +178,9 @@ stop_pid() {
 
 cleanup() {
     local pid
+    if [ -n "$HOLDER_PID" ]; then
+        stop_pid "$HOLDER_PID" || true
+    fi
     for pid in "${SERVER_PIDS[@]}"; do
         stop_pid "$pid" || true
     done
@@ -123,34 +190,112 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Starts a tcpfile server on a free port; sets SERVER_PID and SERVER_PORT.
-start_tcpfile() {
-    local label=$1
-    shift
-    : >"$WORK/$label.out"
-    "$@" >"$WORK/$label.out" 2>"$WORK/$label.err" &
-    SERVER_PID=$!
-    SERVER_PIDS+=("$SERVER_PID")
-    local line="" tries=0
-    while [ "$tries" -lt 100 ]; do
-        line=$(head -n 1 "$WORK/$label.out")
-        [ -n "$line" ] && break
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "$label did not start:" >&2
-            cat "$WORK/$label.err" >&2
+# Waits, for at most SECONDS, until the command succeeds; fails the run
+# with WHAT otherwise.
+wait_until() {
+    local seconds=$1 what=$2
+    shift 2
+    local deadline=$(($(date +%s%N) + seconds * 1000000000))
+    until "$@"; do
+        if [ "$(date +%s%N)" -ge "$deadline" ]; then
+            echo "gave up after ${seconds} s waiting for $what" >&2
             exit 1
         fi
-        sleep 0.1
-        tries=$((tries + 1))
+        sleep 0.05
     done
+}
+
+# --- Build ------------------------------------------------------------------
+
+echo "building the release binaries"
+cargo build --release --locked --bins
+BIN="${CARGO_TARGET_DIR:-target}/release"
+case "$BIN" in /*) ;; *) BIN="$REPO/$BIN" ;; esac
+
+# The models of this build, one line each in models.tsv for the report:
+# name, label, group, binary, process count.
+MODELS_TSV="$RESULTS/models.tsv"
+: >"$MODELS_TSV"
+RUN_MODELS=()
+declare -A binary_of count_of label_of
+for entry in "${MODELS[@]}"; do
+    read -r name binary count label <<<"$entry"
+    if [ ! -x "$BIN/$binary" ]; then
+        echo "no $binary in this build: the $name model is left out"
+        continue
+    fi
+    RUN_MODELS+=("$name")
+    binary_of[$name]="$BIN/$binary"
+    count_of[$name]=$count
+    label_of[$name]=$label
+    printf '%s\t%s\tmodel\t%s\t%s\n' "$name" "$label" "$binary" "$count" >>"$MODELS_TSV"
+done
+
+BASE_MODELS=()
+if [ -n "$baseline" ]; then
+    base_commit=$(git rev-parse --short=12 "$baseline^{commit}")
+    base_src="$WORK/baseline-src"
+    base_target="${CARGO_TARGET_DIR:-$REPO/target}/bench-baseline"
+    echo "building the servers of $baseline ($base_commit) in $base_target"
+    mkdir -p "$base_src"
+    git archive "$base_commit" | tar -x -C "$base_src"
+    CARGO_TARGET_DIR=$base_target TCPFILE_COMMIT=$base_commit cargo build --release --locked --bins \
+        --manifest-path "$base_src/Cargo.toml"
+    for name in "${LAB_MODELS[@]}"; do
+        [ -n "${binary_of[$name]:-}" ] || continue
+        base_binary="$base_target/release/$(basename "${binary_of[$name]}")"
+        [ -x "$base_binary" ] || continue
+        BASE_MODELS+=("$name@base")
+        binary_of[$name@base]=$base_binary
+        count_of[$name@base]=${count_of[$name]}
+        label_of[$name@base]="${label_of[$name]}, at $base_commit"
+        printf '%s\t%s\tbaseline\t%s\t%s\n' "$name@base" "${label_of[$name@base]}" \
+            "$(basename "$base_binary")" "${count_of[$name]}" >>"$MODELS_TSV"
+    done
+fi
+for workers in "${NGINX_WORKERS[@]}"; do
+    printf 'nginx-%s\tnginx, %s workers\tnginx\tnginx\t%s\n' "$workers" "$workers" "$workers" >>"$MODELS_TSV"
+done
+
+# --- Servers ----------------------------------------------------------------
+
+# The first line a tcpfile server prints.
+has_address_line() {
+    [ -n "$(head -n 1 "$1")" ] || ! kill -0 "$2" 2>/dev/null
+}
+
+# Starts model NAME on a free port with `--timeout TIMEOUT`, and allowed FDS
+# descriptors when given; sets SERVER_PID and SERVER_PORT.
+start_model() {
+    local name=$1 timeout=$2 fds=${3:-}
+    local label="$name-$((${#SERVER_PIDS[@]} + 1))"
+    local args=("${binary_of[$name]}" 127.0.0.1 0 "$SERVED")
+    [ "${count_of[$name]}" = "-" ] || args+=("${count_of[$name]}")
+    args+=(--timeout "$timeout" --grace 5 -q)
+    : >"$WORK/$label.out"
+    (if [ -n "$fds" ]; then ulimit -n "$fds"; fi && exec "${args[@]}") \
+        >"$WORK/$label.out" 2>"$WORK/$label.err" &
+    SERVER_PID=$!
+    SERVER_PIDS+=("$SERVER_PID")
+    wait_until 10 "$name to print its address" has_address_line "$WORK/$label.out" "$SERVER_PID"
+    local line
+    line=$(head -n 1 "$WORK/$label.out")
     case "$line" in
         "listening on "*) SERVER_PORT=${line##*:} ;;
-        *) echo "$label printed no address: '$line'" >&2; exit 1 ;;
+        *)
+            echo "$name did not start: '$line'" >&2
+            cat "$WORK/$label.err" >&2
+            exit 1
+            ;;
     esac
 }
 
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+nginx_answers() {
+    curl -sf -o /dev/null "http://127.0.0.1:$1/small.bin" || ! kill -0 "$2" 2>/dev/null
 }
 
 # Starts nginx with WORKERS workers from its own configuration in the work
@@ -186,42 +331,93 @@ EOF
     "$NGINX" -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout" 2>&1 &
     SERVER_PID=$!
     SERVER_PIDS+=("$SERVER_PID")
-    local tries=0
-    until curl -sf -o /dev/null "http://127.0.0.1:$SERVER_PORT/small.bin"; do
-        tries=$((tries + 1))
-        if [ "$tries" -ge 100 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "nginx ($label) did not start:" >&2
-            cat "$dir/error.log" "$dir/stdout" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
+    wait_until 10 "nginx ($label) to answer" nginx_answers "$SERVER_PORT" "$SERVER_PID"
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "nginx ($label) did not start:" >&2
+        cat "$dir/error.log" "$dir/stdout" >&2 || true
+        exit 1
+    fi
 }
 
 # Stops a server started above; tcpfile servers must exit 0 on SIGTERM.
 stop_server() {
-    local pid=$1 label=$2 status=0
+    local pid=$1 name=$2 status=0
     stop_pid "$pid" || status=$?
-    local remaining=()
-    local kept
+    local remaining=() kept
     for kept in "${SERVER_PIDS[@]}"; do
         [ "$kept" = "$pid" ] || remaining+=("$kept")
     done
     SERVER_PIDS=("${remaining[@]}")
     if [ "$status" -ne 0 ]; then
-        echo "$label exited with status $status after SIGTERM" >&2
-        cat "$WORK/$label.err" >&2 2>/dev/null || true
+        echo "$name exited with status $status after SIGTERM" >&2
+        cat "$WORK/$name"*.err >&2 2>/dev/null || true
         exit 1
     fi
+}
+
+# A server's processes: PID and all its descendants.
+process_tree() {
+    ps -e -o pid=,ppid= | awk -v root="$1" '
+        { parent[$1] = $2 }
+        END {
+            inside[root] = 1
+            do {
+                grown = 0
+                for (pid in parent)
+                    if (!(pid in inside) && (parent[pid] in inside)) { inside[pid] = 1; grown = 1 }
+            } while (grown)
+            for (pid in inside) print pid
+        }'
+}
+
+# Whether PID has COUNT workers: child processes, or else threads.
+has_workers() {
+    [ "$(pgrep -c -P "$1")" -ge "$2" ] || [ "$(find "/proc/$1/task" -mindepth 1 -maxdepth 1 | wc -l)" -gt "$2" ]
+}
+
+# Waits until the server PID has started its COUNT workers, at most 10 s.
+wait_for_workers() {
+    wait_until 10 "$2 workers of PID $1" has_workers "$1" "$2"
+}
+
+# Prints "PROCESSES RSS PSS PRIVATE" for the processes PIDS..., in KiB,
+# summed from their smaps_rollup; a process that has gone is left out.
+memory_of() {
+    local pid files=()
+    for pid in "$@"; do
+        [ -r "/proc/$pid/smaps_rollup" ] && files+=("/proc/$pid/smaps_rollup")
+    done
+    [ "${#files[@]}" -gt 0 ] || { echo "0 0 0 0"; return 0; }
+    awk 'FNR == 1 { processes++ } /^Rss:/ { rss += $2 } /^Pss:/ { pss += $2 }
+         /^Private_(Clean|Dirty):/ { private += $2 }
+         END { print processes + 0, rss + 0, pss + 0, private + 0 }' "${files[@]}" 2>/dev/null
+}
+
+memory_of_tree() {
+    # shellcheck disable=SC2046 # one PID a word
+    memory_of $(process_tree "$1")
+}
+
+FOOTPRINT="$RESULTS/footprint.tsv"
+: >"$FOOTPRINT"
+# A footprint row: what, processes, resident, proportional, private (KiB).
+note_footprint() {
+    local what=$1 processes rss pss private
+    read -r processes rss pss private <<<"$2"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$what" "$processes" "$rss" "$pss" "$private" >>"$FOOTPRINT"
 }
 
 # The exact commands, as the report shows them.
 COMMANDS="$RESULTS/commands.txt"
 : >"$COMMANDS"
-# Records a command as the report shows it: words with spaces quoted, the
-# build and work folders named as the report names them.
+declare -A noted
+# Records a command once per KIND as the report shows it: words with spaces
+# quoted, the build and work folders named as the report names them.
 note_command() {
-    local word line=""
+    local kind=$1 word line=""
+    shift
+    [ -z "${noted[$kind]:-}" ] || return 0
+    noted[$kind]=1
     for word in "$@"; do
         case "$word" in
             *[[:space:]]*) line+="'$word' " ;;
@@ -234,16 +430,43 @@ note_line() {
     printf '%s\n' "$1" | sed -e "s|$BIN/|target/release/|g" -e "s|$WORK|\$WORK|g" >>"$COMMANDS"
 }
 
+# "N requests, R/s" from a tcpfile-bench or wrk report.
+summary_of() {
+    sed -n 's/.*"completed": \([0-9]*\),.*"elapsed_s": \([0-9.]*\),.*/\1 \2/p' <<<"$1" |
+        awk '{ printf "%d requests, %.0f/s\n", $1, ($2 > 0 ? $1 / $2 : 0) }'
+}
+
+# How a single fetch went, from its tcpfile-bench report.
+fetch_of() {
+    case "$1" in
+        *'"completed": 1,'*)
+            sed -n 's/.*"latency_us": {[^}]*"max": \([0-9.]*\)}.*/\1/p' <<<"$1" |
+                awk '{ printf "fetched in %.1f ms\n", $1 / 1000 }'
+            ;;
+        *) echo "gave up: $(sed -n 's/.*"errors": \({[^}]*}\).*/\1/p' <<<"$1")" ;;
+    esac
+}
+
 listen_drops() {
     awk '/^TcpExt:/ { if (!seen) { for (i = 1; i <= NF; i++) name[i] = $i; seen = 1 }
                       else { for (i = 1; i <= NF; i++) if (name[i] == "ListenDrops") print $i } }' \
         /proc/net/netstat
 }
 
+# Connections waiting in PORT's accept queue, and established ones the
+# server holds (accepted or queued).
+accept_queue() {
+    ss -Hltn "sport = :$1" | awk '{ sum += $2 } END { print sum + 0 }'
+}
+server_connections() {
+    ss -Htn state established "sport = :$1" | wc -l
+}
+
 # --- Fixtures ---------------------------------------------------------------
 
 echo "making the fixtures in $WORK"
 head -c "$SMALL_SIZE" /dev/urandom >"$SERVED/small.bin"
+head -c "$TINY_SIZE" /dev/urandom >"$SERVED/tiny.bin"
 head -c "$BIG_SIZE" /dev/urandom >"$SERVED/big.bin"
 chmod 644 "$SERVED"/*.bin
 # Written back now rather than during the measurements.
@@ -251,31 +474,25 @@ sync
 # Into the page cache: the bulk case measures copying, not the disk.
 cat "$SERVED/big.bin" >/dev/null
 
-SERVER_ARGS=(--timeout 10 --grace 5 -q)
-
 # --- Bulk -------------------------------------------------------------------
 
 echo "bulk: one $((BIG_SIZE / 1024 / 1024)) MiB file, $runs round(s)"
-start_tcpfile bulk-iterative "$BIN/tcpfile-server-iterative" 127.0.0.1 0 "$SERVED" "${SERVER_ARGS[@]}"
-bulk_iterative=("$SERVER_PID" "$SERVER_PORT")
-start_tcpfile bulk-parallel "$BIN/tcpfile-server-parallel" 127.0.0.1 0 "$SERVED" 64 "${SERVER_ARGS[@]}"
-bulk_parallel=("$SERVER_PID" "$SERVER_PORT")
-start_tcpfile bulk-preforked "$BIN/tcpfile-server-preforked" 127.0.0.1 0 "$SERVED" 2 "${SERVER_ARGS[@]}"
-bulk_preforked=("$SERVER_PID" "$SERVER_PORT")
-start_nginx bulk-nginx 2
-bulk_nginx=("$SERVER_PID" "$SERVER_PORT")
-
 client_command() {
     printf '%q -q 127.0.0.1 %s big.bin 2G -o %q' "$BIN/tcpfile-client" "$1" "$FETCHED/$2.bin"
 }
-bulk_names=(cat client-iterative client-parallel client-preforked nginx-curl)
-bulk_commands=(
-    "cat $(printf '%q' "$SERVED/big.bin") > $(printf '%q' "$FETCHED/cat.bin")"
-    "$(client_command "${bulk_iterative[1]}" client-iterative)"
-    "$(client_command "${bulk_parallel[1]}" client-parallel)"
-    "$(client_command "${bulk_preforked[1]}" client-preforked)"
-    "curl -sS --fail -o $(printf '%q' "$FETCHED/nginx-curl.bin") http://127.0.0.1:${bulk_nginx[1]}/big.bin"
-)
+bulk_names=(cat)
+bulk_commands=("cat $(printf '%q' "$SERVED/big.bin") > $(printf '%q' "$FETCHED/cat.bin")")
+bulk_servers=()
+for name in "${RUN_MODELS[@]}"; do
+    start_model "$name" 10
+    bulk_servers+=("$SERVER_PID $name")
+    bulk_names+=("client-$name")
+    bulk_commands+=("$(client_command "$SERVER_PORT" "client-$name")")
+done
+start_nginx bulk-nginx 2
+bulk_servers+=("$SERVER_PID nginx")
+bulk_names+=(nginx-curl)
+bulk_commands+=("curl -sS --fail -o $(printf '%q' "$FETCHED/nginx-curl.bin") http://127.0.0.1:$SERVER_PORT/big.bin")
 for index in "${!bulk_names[@]}"; do
     note_line "${bulk_commands[$index]}"
 done
@@ -296,14 +513,14 @@ for round in $(seq $((1 - WARMUP)) "$runs"); do
         # it are not part of the measurement.
         cmp "$SERVED/big.bin" "$FETCHED/$name.bin"
         rm -f "$FETCHED/$name.bin"
-        printf '  round %d  %-17s %6.3f s\n' "$round" "$name" "$(echo "$begin $end" | awk '{ print ($2 - $1) / 1e9 }')"
+        printf '  round %d  %-22s %6.3f s\n' "$round" "$name" "$(echo "$begin $end" | awk '{ print ($2 - $1) / 1e9 }')"
     done
 done
 echo "bulk: every copy matched the source"
-stop_server "${bulk_iterative[0]}" bulk-iterative
-stop_server "${bulk_parallel[0]}" bulk-parallel
-stop_server "${bulk_preforked[0]}" bulk-preforked
-stop_server "${bulk_nginx[0]}" bulk-nginx
+for server in "${bulk_servers[@]}"; do
+    read -r pid name <<<"$server"
+    stop_server "$pid" "$name"
+done
 
 # --- Many small requests ----------------------------------------------------
 
@@ -357,52 +574,45 @@ end
 EOF
 
 echo "small requests: $REQUESTS requests of a 4 KiB file, concurrency ${CONCURRENCY_LEVELS[*]}, $runs round(s)"
-small_servers=(iterative parallel-64 preforked-2 preforked-8 nginx-2 nginx-8)
+# What each round runs: a server and the client that loads it.
+small_cases=()
 declare -A port_of pid_of
-start_tcpfile iterative "$BIN/tcpfile-server-iterative" 127.0.0.1 0 "$SERVED" "${SERVER_ARGS[@]}"
-port_of[iterative]=$SERVER_PORT; pid_of[iterative]=$SERVER_PID
-start_tcpfile parallel-64 "$BIN/tcpfile-server-parallel" 127.0.0.1 0 "$SERVED" 64 "${SERVER_ARGS[@]}"
-port_of[parallel-64]=$SERVER_PORT; pid_of[parallel-64]=$SERVER_PID
-start_tcpfile preforked-2 "$BIN/tcpfile-server-preforked" 127.0.0.1 0 "$SERVED" 2 "${SERVER_ARGS[@]}"
-port_of[preforked-2]=$SERVER_PORT; pid_of[preforked-2]=$SERVER_PID
-start_tcpfile preforked-8 "$BIN/tcpfile-server-preforked" 127.0.0.1 0 "$SERVED" 8 "${SERVER_ARGS[@]}"
-port_of[preforked-8]=$SERVER_PORT; pid_of[preforked-8]=$SERVER_PID
-start_nginx nginx-2 2
-port_of[nginx-2]=$SERVER_PORT; pid_of[nginx-2]=$SERVER_PID
-start_nginx nginx-8 8
-port_of[nginx-8]=$SERVER_PORT; pid_of[nginx-8]=$SERVER_PID
+for name in "${RUN_MODELS[@]}" "${BASE_MODELS[@]}"; do
+    start_model "$name" 10
+    port_of[$name]=$SERVER_PORT
+    pid_of[$name]=$SERVER_PID
+    small_cases+=("$name tcpfile-bench")
+done
+for workers in "${NGINX_WORKERS[@]}"; do
+    start_nginx "nginx-$workers" "$workers"
+    port_of[nginx-$workers]=$SERVER_PORT
+    pid_of[nginx-$workers]=$SERVER_PID
+    small_cases+=("nginx-$workers tcpfile-bench" "nginx-$workers wrk")
+done
 
-# Footprint of servers that have not served anything yet.
-FOOTPRINT="$RESULTS/footprint.tsv"
-: >"$FOOTPRINT"
-memory_of() {
-    local what=$1 pid=$2
-    local rss private
-    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
-    private=$(awk '/^Private_(Clean|Dirty):/ { sum += $2 } END { print sum + 0 }' "/proc/$pid/smaps_rollup")
-    printf '%s\t%s\t%s\n' "$what" "$rss" "$private" >>"$FOOTPRINT"
-}
-first_child() {
-    pgrep -P "$1" | head -n 1
-}
-sleep 0.5
-memory_of "preforked worker, idle, before any request" "$(first_child "${pid_of[preforked-2]}")"
-memory_of "preforked parent" "${pid_of[preforked-2]}"
-memory_of "parallel parent, before any request" "${pid_of[parallel-64]}"
-memory_of "iterative server, before any request" "${pid_of[iterative]}"
+# Footprint of servers that have not served anything yet, once their workers
+# are all there.
+for name in "${RUN_MODELS[@]}"; do
+    case "$name" in preforked-* | evented-*) wait_for_workers "${pid_of[$name]}" "${count_of[$name]}" ;; esac
+    note_footprint "${label_of[$name]}, before any request" "$(memory_of_tree "${pid_of[$name]}")"
+done
+if [ -n "${pid_of[preforked-2]:-}" ]; then
+    note_footprint "one preforked worker, idle, before any request" \
+        "$(memory_of "$(pgrep -P "${pid_of[preforked-2]}" | head -n 1)")"
+fi
 
 SMALL="$RESULTS/small.jsonl"
 : >"$SMALL"
-noted_bench=false
-noted_wrk=false
 for run in $(seq 1 "$runs"); do
     for concurrency in "${CONCURRENCY_LEVELS[@]}"; do
-        # Every server once per round, so that what else the machine does
+        # Every case once per round, so that what else the machine does
         # during the session falls on all of them alike.
-        for server in "${small_servers[@]}"; do
+        for small_case in "${small_cases[@]}"; do
+            read -r server client <<<"$small_case"
             port=${port_of[$server]}
-            case "$server" in
-                nginx-*)
+            drops_before=$(listen_drops)
+            case "$client" in
+                wrk)
                     threads=$((concurrency < 2 ? concurrency : 2))
                     marks="$WORK/marks"
                     rm -rf "$marks"
@@ -410,16 +620,17 @@ for run in $(seq 1 "$runs"); do
                     command=(wrk -t "$threads" -c "$concurrency" -d "${TIME_BOUND}s" --timeout 10s
                         -H 'Connection: close' -s "$WRK_SCRIPT"
                         "http://127.0.0.1:$port/small.bin" -- "$REQUESTS" "$SMALL_SIZE" "$marks" "$threads")
-                    if ! $noted_wrk; then note_command "${command[@]}"; noted_wrk=true; fi
-                    drops_before=$(listen_drops)
+                    note_command wrk "${command[@]}"
                     report=$("${command[@]}" | sed -n 's/^JSON //p')
-                    drops=$(($(listen_drops) - drops_before))
-                    tool=wrk
                     ;;
-                *)
+                tcpfile-bench)
                     command=("$BIN/tcpfile-bench" 127.0.0.1 "$port" small.bin -c "$concurrency"
                         -n "$REQUESTS" -d "$TIME_BOUND" --timeout 10 --expect-size "$SMALL_SIZE" --json)
-                    if ! $noted_bench; then note_command "${command[@]}"; noted_bench=true; fi
+                    case "$server" in
+                        nginx-*) command+=(--protocol http); kind=bench-http ;;
+                        *) kind=bench ;;
+                    esac
+                    note_command "$kind" "${command[@]}"
                     status=0
                     report=$("${command[@]}") || status=$?
                     # 3: the run finished and counted failed requests, which
@@ -428,41 +639,160 @@ for run in $(seq 1 "$runs"); do
                         echo "tcpfile-bench failed against $server (status $status)" >&2
                         exit 1
                     fi
-                    drops=null
-                    tool=tcpfile-bench
                     ;;
             esac
+            drops=$(($(listen_drops) - drops_before))
             if [ -z "$report" ]; then
-                echo "$tool printed no report against $server" >&2
+                echo "$client printed no report against $server" >&2
                 exit 1
             fi
-            printf '{"server": "%s", "concurrency": %d, "run": %d, "tool": "%s", "drops": %s, "report": %s}\n' \
-                "$server" "$concurrency" "$run" "$tool" "$drops" "$report" >>"$SMALL"
-            printf '  run %d  c=%-3d %-12s %s\n' "$run" "$concurrency" "$server" \
-                "$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); c = r["completed"]; print("%d requests, %.0f/s" % (c, c / r["elapsed_s"]))' "$report")"
+            printf '{"server": "%s", "client": "%s", "concurrency": %d, "run": %d, "drops": %d, "report": %s}\n' \
+                "$server" "$client" "$concurrency" "$run" "$drops" "$report" >>"$SMALL"
+            printf '  run %d  c=%-3d %-22s %-13s %s\n' "$run" "$concurrency" "$server" "$client" \
+                "$(summary_of "$report")"
         done
     done
 done
 
-memory_of "preforked worker, idle, after the runs" "$(first_child "${pid_of[preforked-8]}")"
-memory_of "parallel parent, after the runs" "${pid_of[parallel-64]}"
-memory_of "nginx worker, idle, after the runs" "$(first_child "${pid_of[nginx-2]}")"
-for server in "${small_servers[@]}"; do
-    stop_server "${pid_of[$server]}" "$server"
+for name in "${RUN_MODELS[@]}"; do
+    note_footprint "${label_of[$name]}, after the runs" "$(memory_of_tree "${pid_of[$name]}")"
+done
+if [ -n "${pid_of[preforked-8]:-}" ]; then
+    note_footprint "one preforked worker, idle, after the runs" \
+        "$(memory_of "$(pgrep -P "${pid_of[preforked-8]}" | head -n 1)")"
+fi
+note_footprint "nginx, 2 workers, after the runs" "$(memory_of_tree "${pid_of[nginx-2]}")"
+for name in "${RUN_MODELS[@]}" "${BASE_MODELS[@]}"; do
+    stop_server "${pid_of[$name]}" "$name"
+done
+for workers in "${NGINX_WORKERS[@]}"; do
+    stop_server "${pid_of[nginx-$workers]}" "nginx-$workers"
+done
+
+# --- Idle and held-open connections -----------------------------------------
+
+# Descriptors for the connection holder and for a server that accepts every
+# connection it holds.
+HOLD_FDS=$((HELD + 1024))
+if (ulimit -n "$HOLD_FDS") 2>/dev/null; then
+    held_possible=true
+else
+    held_possible=false
+    echo "cannot allow $HOLD_FDS descriptors (ulimit -n; hard limit $(ulimit -Hn)): the held-open case is left out" >&2
+fi
+
+holder_ready() {
+    [ -s "$1" ] || ! kill -0 "$HOLDER_PID" 2>/dev/null
+}
+
+# Opens COUNT idle connections to PORT; sets HELD_ESTABLISHED.
+hold_connections() {
+    local port=$1 count=$2 status="$WORK/holder.status"
+    rm -f "$status"
+    (ulimit -n "$((count + 64))" && exec "$PYTHON" "$REPO/ci/bench_hold.py" 127.0.0.1 "$port" "$count" "$status") &
+    HOLDER_PID=$!
+    wait_until 60 "the connection holder" holder_ready "$status"
+    if [ ! -s "$status" ]; then
+        echo "the connection holder stopped before it held its connections" >&2
+        exit 1
+    fi
+    HELD_ESTABLISHED=$(sed -n 's/^established //p' "$status")
+}
+
+release_connections() {
+    stop_pid "$HOLDER_PID" || true
+    HOLDER_PID=""
+}
+
+# Waits until the server has taken what it will from its accept queue: the
+# queue empty, or no change for half a second; at most 10 s.
+settle() {
+    local port=$1 previous=-1 queue still=0 tries=0
+    while [ "$tries" -lt 100 ]; do
+        queue=$(accept_queue "$port")
+        [ "$queue" -eq 0 ] && return 0
+        if [ "$queue" -eq "$previous" ]; then
+            still=$((still + 1))
+            [ "$still" -ge 5 ] && return 0
+        else
+            still=0
+        fi
+        previous=$queue
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+}
+
+# Nothing left of the connections: none established, none queued.
+no_connections_left() {
+    [ "$(server_connections "$1")" -eq 0 ] && [ "$(accept_queue "$1")" -eq 0 ]
+}
+
+echo "a $TINY_SIZE-byte fetch behind $IDLE idle connections, $runs round(s); then $HELD connections held open"
+IDLE_RESULTS="$RESULTS/idle.jsonl"
+HELD_RESULTS="$RESULTS/held.jsonl"
+: >"$IDLE_RESULTS"
+: >"$HELD_RESULTS"
+for name in "${RUN_MODELS[@]}"; do
+    # --timeout 60: idle connections must not be dropped while they are
+    # counted; the fetch gives up long before.
+    if $held_possible; then
+        start_model "$name" 60 "$HOLD_FDS"
+    else
+        start_model "$name" 60
+    fi
+    port=$SERVER_PORT
+    pid=$SERVER_PID
+    case "$name" in preforked-* | evented-*) wait_for_workers "$pid" "${count_of[$name]}" ;; esac
+    for run in $(seq 1 "$runs"); do
+        hold_connections "$port" "$IDLE"
+        settle "$port"
+        command=("$BIN/tcpfile-bench" 127.0.0.1 "$port" tiny.bin -n 1 --timeout "$IDLE_PATIENCE"
+            -d "$((IDLE_PATIENCE + 2))" --expect-size "$TINY_SIZE" --json)
+        note_command idle "${command[@]}"
+        status=0
+        report=$("${command[@]}") || status=$?
+        if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then
+            echo "tcpfile-bench failed behind idle connections to $name (status $status)" >&2
+            exit 1
+        fi
+        printf '{"server": "%s", "run": %d, "idle": %d, "established": %d, "patience_s": %d, "report": %s}\n' \
+            "$name" "$run" "$IDLE" "$HELD_ESTABLISHED" "$IDLE_PATIENCE" "$report" >>"$IDLE_RESULTS"
+        printf '  run %d  %-22s %s\n' "$run" "$name" "$(fetch_of "$report")"
+        release_connections
+        wait_until 30 "$name to close the idle connections" no_connections_left "$port"
+    done
+
+    if $held_possible; then
+        read -r _ rss_before pss_before _ <<<"$(memory_of_tree "$pid")"
+        hold_connections "$port" "$HELD"
+        settle "$port"
+        queued=$(accept_queue "$port")
+        connections=$(server_connections "$port")
+        read -r processes rss pss private <<<"$(memory_of_tree "$pid")"
+        printf '{"server": "%s", "asked": %d, "established": %d, "queued": %d, "accepted": %d, "processes": %d, "rss_kib_before": %d, "pss_kib_before": %d, "rss_kib": %d, "pss_kib": %d, "private_kib": %d}\n' \
+            "$name" "$HELD" "$HELD_ESTABLISHED" "$queued" "$((connections - queued))" "$processes" \
+            "$rss_before" "$pss_before" "$rss" "$pss" "$private" >>"$HELD_RESULTS"
+        printf '  %-22s %d of %d connections established, %d accepted; %d processes, %.1f MiB resident\n' \
+            "$name" "$HELD_ESTABLISHED" "$HELD" "$((connections - queued))" "$processes" "$(echo "$rss" | awk '{ print $1 / 1024 }')"
+        release_connections
+    fi
+    stop_server "$pid" "$name"
 done
 
 # --- Sizes ------------------------------------------------------------------
 
 SIZES="$RESULTS/sizes.tsv"
 : >"$SIZES"
-for binary in tcpfile-client tcpfile-server-iterative tcpfile-server-parallel tcpfile-server-preforked tcpfile-bench; do
-    printf 'binary\t%s (release, %s)\t%s\n' "$binary" "$(rustc -vV | sed -n 's/^host: //p')" \
-        "$(stat -c %s "$BIN/$binary")" >>"$SIZES"
+host_triple=$(rustc -vV | sed -n 's/^host: //p')
+for binary in tcpfile-client tcpfile-server-iterative tcpfile-server-parallel tcpfile-server-preforked tcpfile-server-evented tcpfile-bench; do
+    [ -f "$BIN/$binary" ] || continue
+    printf 'binary\t%s (release, %s)\t%s\n' "$binary" "$host_triple" "$(stat -c %s "$BIN/$binary")" >>"$SIZES"
     if [ -f "dist/amd64/$binary" ]; then
         printf 'binary\t%s (static, dist/amd64)\t%s\n' "$binary" "$(stat -c %s "dist/amd64/$binary")" >>"$SIZES"
     fi
 done
-for image in tcpfile/server-iterative tcpfile/server-parallel tcpfile/server-preforked tcpfile/client tcpfile/tcpdump; do
+for image in tcpfile/server-iterative tcpfile/server-parallel tcpfile/server-preforked tcpfile/server-evented tcpfile/client tcpfile/tcpdump; do
     size=""
     if command -v docker >/dev/null 2>&1; then
         size=$(docker image inspect --format '{{.Size}}' "$image" 2>/dev/null || true)
@@ -472,9 +802,11 @@ done
 
 # --- Report -----------------------------------------------------------------
 
+keep_report=true
 if [ -z "$out" ]; then
     if $smoke; then
-        out=$(mktemp -d /tmp/tcpfile-bench-smoke.XXXXXX)
+        out="$WORK/report"
+        keep_report=false
     else
         out=$REPO
     fi
@@ -482,333 +814,58 @@ fi
 mkdir -p "$out/docs"
 
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if ! git diff --quiet HEAD 2>/dev/null; then
+# The report's own files do not change what was measured.
+if ! git diff --quiet HEAD -- . ':!BENCHMARKS.md' ':!docs/bench-chart.svg' 2>/dev/null; then
     commit="$commit (with local changes)"
 fi
-# What the report says about the machine and the tools.
-export META_DATE META_CPU META_CORES META_MEMORY META_KERNEL META_OS META_FILESYSTEM META_WORKDIR \
-    META_RUSTC META_COMMIT META_NGINX META_CURL META_WRK META_LOAD META_SECONDS \
-    META_SMOKE META_RUNS META_REQUESTS META_BIG_SIZE META_SMALL_SIZE
-META_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-META_CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
-META_CORES=$(nproc)
-META_MEMORY=$(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1024 / 1024 }' /proc/meminfo)
-META_KERNEL=$(uname -sr)
-META_OS=$(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)
-META_FILESYSTEM=$(df -T "$WORK" | awk 'NR == 2 { print $2 }')
-META_WORKDIR=$BENCH_TMPDIR
-META_RUSTC=$(rustc --version)
-META_COMMIT=$commit
-META_NGINX=$("$NGINX" -v 2>&1 | sed 's/^nginx version: nginx\///')
-META_CURL=$(curl --version | head -n 1 | cut -d ' ' -f 1-2)
-# wrk -v prints its version and usage and exits 1.
-META_WRK=$({ wrk -v 2>&1 || true; } | head -n 1 | cut -d ' ' -f 1-2)
-META_LOAD=$load_before
-META_SECONDS=$(($(date +%s) - started_at))
-META_SMOKE=$smoke
-META_RUNS=$runs
-META_REQUESTS=$REQUESTS
-META_BIG_SIZE=$BIG_SIZE
-META_SMALL_SIZE=$SMALL_SIZE
+# What the report says about the machine, the tools and the run.
+{
+    printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+    printf 'cpu\t%s\n' "$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)"
+    printf 'cores\t%s\n' "$(nproc)"
+    printf 'memory\t%s\n' "$(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1024 / 1024 }' /proc/meminfo)"
+    printf 'kernel\t%s\n' "$(uname -sr)"
+    printf 'os\t%s\n' "$(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)"
+    printf 'filesystem\t%s\n' "$(df -T "$WORK" | awk 'NR == 2 { print $2 }')"
+    printf 'workdir\t%s\n' "$BENCH_TMPDIR"
+    printf 'rustc\t%s\n' "$(rustc --version)"
+    printf 'commit\t%s\n' "$commit"
+    printf 'baseline\t%s\n' "${base_commit:-}"
+    printf 'nginx\t%s\n' "$("$NGINX" -v 2>&1 | sed 's/^nginx version: nginx\///')"
+    printf 'curl\t%s\n' "$(curl --version | head -n 1 | cut -d ' ' -f 1-2)"
+    # wrk -v prints its version and usage and exits 1.
+    printf 'wrk\t%s\n' "$({ wrk -v 2>&1 || true; } | head -n 1 | cut -d ' ' -f 1-2)"
+    printf 'matplotlib\t%s\n' "$("$PYTHON" -c 'import matplotlib; print(matplotlib.__version__)' 2>/dev/null || true)"
+    printf 'load\t%s\n' "$load_before"
+    printf 'load_after\t%s\n' "$(cut -d ' ' -f 1-3 /proc/loadavg)"
+    printf 'seconds\t%s\n' "$(($(date +%s) - started_at))"
+    printf 'smoke\t%s\n' "$smoke"
+    printf 'invocation\t%s\n' "$invocation"
+    printf 'runs\t%s\n' "$runs"
+    printf 'requests\t%s\n' "$REQUESTS"
+    printf 'big_size\t%s\n' "$BIG_SIZE"
+    printf 'small_size\t%s\n' "$SMALL_SIZE"
+    printf 'tiny_size\t%s\n' "$TINY_SIZE"
+    printf 'idle\t%s\n' "$IDLE"
+    printf 'held\t%s\n' "$HELD"
+    printf 'held_possible\t%s\n' "$held_possible"
+} >"$RESULTS/meta.tsv"
 
-python3 - "$RESULTS" "$out/BENCHMARKS.md" "$out/docs/bench-chart.svg" <<'PY'
-import json
-import os
-import statistics
-import sys
-
-results, markdown_path, chart_path = sys.argv[1:4]
-meta = {key[len("META_"):].lower(): value for key, value in os.environ.items()
-        if key.startswith("META_")}
-for key in ("cores", "seconds", "runs", "requests", "big_size", "small_size"):
-    meta[key] = int(meta[key])
-meta["smoke"] = meta["smoke"] == "true"
-bulk_times = {}
-for line in open(os.path.join(results, "bulk.tsv")):
-    name, _, nanos = line.split("\t")
-    bulk_times.setdefault(name, []).append(int(nanos) / 1e9)
-small = [json.loads(line) for line in open(os.path.join(results, "small.jsonl"))]
-commands = open(os.path.join(results, "commands.txt")).read().splitlines()
-footprint = [line.split("\t") for line in open(os.path.join(results, "footprint.tsv")).read().splitlines()]
-sizes = [line.split("\t") for line in open(os.path.join(results, "sizes.tsv")).read().splitlines()]
-
-SERVERS = ["iterative", "parallel-64", "preforked-2", "preforked-8", "nginx-2", "nginx-8"]
-LABELS = {
-    "iterative": "iterative",
-    "parallel-64": "parallel, 64 children",
-    "preforked-2": "preforked, 2 workers",
-    "preforked-8": "preforked, 8 workers",
-    "nginx-2": "nginx, 2 workers",
-    "nginx-8": "nginx, 8 workers",
-}
-LEVELS = sorted({entry["concurrency"] for entry in small})
-problems = []
-
-# --- Small requests: one row per run, then medians. ------------------------
-def failures(entry):
-    report = entry["report"]
-    if entry["tool"] == "wrk":
-        return sum(report["errors"].values()) + report["bad_responses"]
-    return report["failed"]
-
-rows = {}
-for entry in small:
-    report = entry["report"]
-    completed = report["completed"]
-    key = (entry["server"], entry["concurrency"])
-    row = rows.setdefault(key, {"rps": [], "p99": [], "max": [], "failed": 0, "drops": 0,
-                                "cpu": [], "abandoned": 0})
-    row["rps"].append(completed / report["elapsed_s"])
-    row["p99"].append(report["latency_us"]["p99"] / 1000)
-    row["max"].append(report["latency_us"]["max"] / 1000)
-    row["failed"] += failures(entry)
-    if entry["tool"] == "tcpfile-bench":
-        row["drops"] += report["listen_drops"] or 0
-        row["cpu"].append(report["client_cpu_us_per_request"])
-        row["abandoned"] += report["abandoned"]
-        if report["failed"] or completed != meta["requests"] or report["bytes"] != completed * meta["small_size"]:
-            problems.append(f"{entry['server']} c={entry['concurrency']} run {entry['run']}: "
-                            f"{completed} served, {report['failed']} failed {report['errors']}, "
-                            f"{report['bytes']} bytes")
-    else:
-        row["drops"] += entry["drops"]
-        if failures(entry) or completed < meta["requests"]:
-            problems.append(f"{entry['server']} c={entry['concurrency']} run {entry['run']}: "
-                            f"wrk: {completed} responses, errors {report['errors']}, "
-                            f"{report['bad_responses']} not 200 with {meta['small_size']} bytes")
-
-median = statistics.median
-
-def fmt_rate(value):
-    return f"{value:,.0f}"
-
-def fmt_ms(value):
-    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
-
-# --- Bulk -------------------------------------------------------------------
-bulk_median = {name: statistics.median(times) for name, times in bulk_times.items()}
-cat_median = bulk_median["cat"]
-BULK_LABELS = {
-    "cat": "`cat SRC > DST` (the copy limit)",
-    "client-iterative": "tcpfile-client from the iterative server",
-    "client-parallel": "tcpfile-client from the parallel server",
-    "client-preforked": "tcpfile-client from the preforked server",
-    "nginx-curl": "curl from nginx (sendfile on)",
-}
-
-# --- Targets ----------------------------------------------------------------
-def verdict(ok):
-    return "met" if ok else "**missed**"
-
-preforked_bulk = bulk_median["client-preforked"]
-nginx_bulk = bulk_median["nginx-curl"]
-targets = [
-    ("Bulk: tcpfile-client from the preforked server takes at most 1.3 × `cat`",
-     f"{preforked_bulk / cat_median:.2f} × `cat`", preforked_bulk <= 1.3 * cat_median, ""),
-    ("Bulk: and less time than nginx + curl",
-     f"{preforked_bulk:.3f} s vs {nginx_bulk:.3f} s", preforked_bulk < nginx_bulk, ""),
-]
-if 64 in LEVELS:
-    ours = median(rows[("preforked-8", 64)]["rps"])
-    theirs = median(rows[("nginx-2", 64)]["rps"])
-    targets.append(("Small requests, concurrency 64: preforked (8 workers) serves at least as many requests/s as nginx (2 workers)",
-                    f"{fmt_rate(ours)} vs {fmt_rate(theirs)} requests/s ({ours / theirs:.2f} ×)", ours >= theirs, ""))
-if 256 in LEVELS:
-    row = rows[("preforked-8", 256)]
-    typical, worst = median(row["max"]), max(row["max"])
-    targets.append(("Small requests, concurrency 256: preforked (8 workers) max latency under 100 ms, no SYN drops",
-                    f"max {fmt_ms(typical)} ms (median of {len(row['max'])} runs; worst run {fmt_ms(worst)} ms), "
-                    f"{row['drops']} listen drops",
-                    typical < 100 and row["drops"] == 0,
-                    "" if worst < 100 else "not in every run"))
-idle_workers = [int(rss) for what, rss, _ in footprint if what.startswith("preforked worker")]
-targets.append(("An idle preforked worker's resident memory under 2 MiB",
-                f"{max(idle_workers) / 1024:.2f} MiB (VmRSS)", max(idle_workers) < 2048, ""))
-
-# --- Chart ------------------------------------------------------------------
-import math
-COLOURS = {"iterative": "#7f7f7f", "parallel-64": "#d62728", "preforked-2": "#1f77b4",
-           "preforked-8": "#17becf", "nginx-2": "#2ca02c", "nginx-8": "#98df8a"}
-DASHED = {"nginx-2", "nginx-8"}
-width, height = 760, 420
-left, right, top, bottom = 70, 200, 50, 60
-plot_w, plot_h = width - left - right, height - top - bottom
-peak = max(median(row["rps"]) for row in rows.values())
-# The finest of 1, 2, 2.5 and 5 times a power of ten that needs at most six
-# gridlines.
-step = 10 ** (math.floor(math.log10(peak)) - 1)
-for factor in (1, 2, 2.5, 5, 10):
-    if peak / (step * factor) <= 6:
-        step *= factor
-        break
-y_max = step * math.ceil(peak * 1.05 / step)
-x_min, x_max = math.log2(LEVELS[0]), math.log2(LEVELS[-1])
-
-def x_of(level):
-    span = (x_max - x_min) or 1
-    return left + (math.log2(level) - x_min) / span * plot_w
-
-def y_of(value):
-    return top + plot_h - value / y_max * plot_h
-
-svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-       f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-       f'<rect width="{width}" height="{height}" fill="white"/>',
-       f'<text x="{left}" y="22" font-size="15" font-weight="bold">Requests per second, '
-       f'{meta["small_size"] // 1024} KiB file, one connection per request</text>',
-       f'<text x="{left}" y="39" fill="#555">median of {meta["runs"]} run(s) of '
-       f'{meta["requests"]:,} requests; {meta["cores"]} cores, {meta["date"]}</text>']
-value = 0
-while value <= y_max + 1e-9:
-    y = y_of(value)
-    svg.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#e5e5e5"/>')
-    svg.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{value:,.0f}</text>')
-    value += step
-for level in LEVELS:
-    x = x_of(level)
-    svg.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#f0f0f0"/>')
-    svg.append(f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{level}</text>')
-svg.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#333"/>')
-svg.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#333"/>')
-svg.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 18}" text-anchor="middle">'
-           'concurrent requests (log scale)</text>')
-svg.append(f'<text transform="translate(18 {top + plot_h / 2:.1f}) rotate(-90)" '
-           'text-anchor="middle">requests per second</text>')
-for index, server in enumerate(SERVERS):
-    points = [(x_of(level), y_of(median(rows[(server, level)]["rps"]))) for level in LEVELS
-              if (server, level) in rows]
-    colour = COLOURS[server]
-    dash = ' stroke-dasharray="6 4"' if server in DASHED else ""
-    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-    svg.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
-    for x, y in points:
-        svg.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"/>')
-    legend_y = top + 10 + index * 22
-    legend_x = left + plot_w + 20
-    svg.append(f'<line x1="{legend_x}" y1="{legend_y}" x2="{legend_x + 24}" y2="{legend_y}" '
-               f'stroke="{colour}" stroke-width="2"{dash}/>')
-    svg.append(f'<text x="{legend_x + 30}" y="{legend_y + 4}">{LABELS[server]}</text>')
-svg.append("</svg>")
-with open(chart_path, "w") as chart:
-    chart.write("\n".join(svg) + "\n")
-
-# --- BENCHMARKS.md ----------------------------------------------------------
-NOTES_START, NOTES_END = "<!-- notes: kept when the file is rewritten -->", "<!-- end of notes -->"
-notes = ""
-if os.path.exists(markdown_path):
-    text = open(markdown_path).read()
-    if NOTES_START in text and NOTES_END in text:
-        notes = text[text.index(NOTES_START) + len(NOTES_START):text.index(NOTES_END)].strip("\n")
-
-def mib(size):
-    return f"{size / 1024 / 1024:,.0f} MiB" if size >= 1024 * 1024 else f"{size // 1024} KiB"
-
-md = []
-title = "Benchmarks (smoke run: small sizes, not figures to quote)" if meta["smoke"] else "Benchmarks"
-md += [f"# {title}", "",
-       "Written by `ci/bench.sh`, which builds the release binaries, makes the fixtures, runs every "
-       "case below in one session on one machine over loopback, and rewrites this file and "
-       "[the chart](docs/bench-chart.svg). Run it to get the figures for your own machine. "
-       "Figures from different machines, or from different sessions on one machine, do not "
-       "compare; the ratios within one run do.", "",
-       "## Machine and session", "",
-       f"- Date: {meta['date']}; the run took {meta['seconds'] / 60:.1f} minutes, build included",
-       f"- CPU: {meta['cpu']}, {meta['cores']} cores; memory {meta['memory']}",
-       f"- Kernel: {meta['kernel']}; {meta['os']}; fixtures and copies on {meta['filesystem']} "
-       f"({meta['workdir']})",
-       f"- Load average when the run started: {meta['load']}",
-       f"- tcpfile {meta['commit']}, built with {meta['rustc']} (release profile)",
-       f"- Others: nginx {meta['nginx']} (Debian's nginx-light), {meta['curl']}, {meta['wrk']}",
-       f"- Every figure is the median of {meta['runs']} run(s).", ""]
-
-md += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
-md += [f"| {name} | {measured} | {verdict(ok)}{(', ' + caveat) if ok and caveat else ''} |"
-       for name, measured, ok, caveat in targets]
-md += [""]
-
-md += [f"## Bulk: one {mib(meta['big_size'])} file", "",
-       "The file is in the page cache. Each round runs every command once, in turn"
-       f"{' (a first round warms up and is not counted)' if not meta['smoke'] else ''}; a time is "
-       "wall-clock from start to exit. Every copy is then compared byte for byte with the source "
-       "and removed, outside the time. `cat` (coreutils 9) copies with "
-       "`copy_file_range`, one copy inside the kernel: the floor for any way of making a copy.", "",
-       "| how | median | fastest – slowest | time ÷ `cat` |", "|---|---:|---:|---:|"]
-for name in ["cat", "client-iterative", "client-parallel", "client-preforked", "nginx-curl"]:
-    times = bulk_times[name]
-    md.append(f"| {BULK_LABELS[name]} | {bulk_median[name]:.3f} s | {min(times):.3f} – {max(times):.3f} s "
-              f"| {bulk_median[name] / cat_median:.2f} |")
-md += [""]
-
-md += [f"## Many small requests: {meta['requests']:,} requests of a {mib(meta['small_size'])} file", "",
-       "A new TCP connection for every request, as the protocol has it. tcpfile-bench drives the "
-       "tcpfile servers; wrk drives nginx with `Connection: close`. tcpfile-bench times a request "
-       "from `connect` to the server's close; wrk from the first byte it writes, after the "
-       "handshake. Both check every response (status and size).", "",
-       "![requests per second against concurrency](docs/bench-chart.svg)", ""]
-header = "| server | " + " | ".join(f"c = {level}" for level in LEVELS) + " |"
-rule = "|---|" + "---:|" * len(LEVELS)
-
-def table(title, cell):
-    lines = [f"**{title}**", "", header, rule]
-    for server in SERVERS:
-        cells = [cell(rows[(server, level)]) if (server, level) in rows else "" for level in LEVELS]
-        lines.append(f"| {LABELS[server]} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-md += table("Requests per second", lambda row: fmt_rate(median(row["rps"])))
-md += table("p99 latency, ms", lambda row: fmt_ms(median(row["p99"])))
-md += table("Max latency, ms (median of the runs / worst run)",
-            lambda row: f"{fmt_ms(median(row['max']))} / {fmt_ms(max(row['max']))}")
-md += table("Failed requests and listen-queue drops, all runs together",
-            lambda row: f"{row['failed']} / {row['drops']}")
-cpu = [value for row in rows.values() for value in row["cpu"]]
-if cpu:
-    md += [f"tcpfile-bench ran one event loop and used {median(cpu):.0f} µs of CPU per request "
-           f"(median over all cases; {min(cpu):.0f} – {max(cpu):.0f}), system time of the "
-           "loopback handshake included.", ""]
-
-md += ["## Footprint", "",
-       "Resident memory (VmRSS) counts the pages a process shares with its parent and with "
-       "the C library; private memory (Private_Clean + Private_Dirty in smaps_rollup) is what "
-       "the process alone holds.", "",
-       "| process | resident | private |", "|---|---:|---:|"]
-for what, rss, private in footprint:
-    md.append(f"| {what} | {int(rss) / 1024:.2f} MiB | {int(private) / 1024:.2f} MiB |")
-md += ["", "| file | size |", "|---|---:|"]
-for kind, what, size in sizes:
-    shown = f"{int(size) / 1024 / 1024:.2f} MiB" if size.isdigit() else size
-    md.append(f"| {kind} {what} | {shown} |")
-md += [""]
-
-md += ["## Commands", "",
-       "As run (ports picked at start; `$WORK` is the run's temporary folder):", "", "```"]
-md += commands
-md += ["```", "",
-       "nginx ran from its own configuration in `$WORK` (`worker_processes N; sendfile on; "
-       "access_log off; listen 127.0.0.1:PORT backlog=4096; daemon off`); wrk's script makes "
-       "each thread stop after its share of the requests and checks each response's status "
-       "and body size.", ""]
-
-md += ["## Notes", "", NOTES_START]
-if notes:
-    md += [notes]
-md += [NOTES_END, ""]
-with open(markdown_path, "w") as output:
-    output.write("\n".join(md))
-
-if problems:
-    print("requests that failed their checks:", file=sys.stderr)
-    for problem in problems:
-        print("  " + problem, file=sys.stderr)
-    open(os.path.join(results, "problems.txt"), "w").write("\n".join(problems) + "\n")
-PY
-
-if [ "$out" != "$REPO" ]; then
-    cp -r "$RESULTS" "$out/results"
+status=0
+"$PYTHON" "$REPO/ci/bench_report.py" "$RESULTS" "$out/BENCHMARKS.md" "$out/docs/bench-chart.svg" || status=$?
+if $keep_report; then
+    if [ "$out" != "$REPO" ]; then
+        mkdir -p "$out/results"
+        cp -r "$RESULTS/." "$out/results/"
+    fi
+    echo "report: $out/BENCHMARKS.md, chart: $out/docs/bench-chart.svg"
 fi
-echo "report: $out/BENCHMARKS.md, chart: $out/docs/bench-chart.svg"
 echo "the run took $(($(date +%s) - started_at)) s"
-if $smoke && [ -s "$RESULTS/problems.txt" ]; then
+# 3: some requests failed their checks, which the report lists.
+if [ "$status" -eq 3 ] && $smoke; then
     echo "smoke run failed: some requests failed their checks or bytes do not add up" >&2
+    exit 1
+elif [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then
+    echo "the report could not be written (status $status)" >&2
     exit 1
 fi

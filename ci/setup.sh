@@ -56,6 +56,11 @@ missing_architectures=()
 for architecture in armhf armel; do
     dpkg --print-foreign-architectures | grep -qx "$architecture" || missing_architectures+=("$architecture")
 done
+# ci/bench.sh draws its chart with matplotlib; Debian's package is for
+# /usr/bin/python3.
+if ! /usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1; then
+    missing+=(python3-matplotlib)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

@@ -1,12 +1,15 @@
 //! tcpfile-bench against real servers and against peers that break the
-//! protocol on purpose: every response is checked and every failure lands in
-//! the right kind. Correctness only; no speed is asserted.
+//! protocol on purpose, in tcpfile and in HTTP: every response is checked and
+//! every failure lands in the right kind. Correctness only; no speed is
+//! asserted.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::Output;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -276,4 +279,249 @@ fn the_text_report_names_the_rates_and_percentiles() {
         .output()
         .expect("run tcpfile-bench");
     assert_eq!(usage.status.code(), Some(2));
+}
+
+/// A hand-made web server that answers each of `connections` requests with
+/// `answer(request_number)` and closes. Each request it read, up to its blank
+/// line, comes out of the receiver.
+fn web_server(
+    connections: usize,
+    answer: impl Fn(usize) -> Vec<u8> + Send + 'static,
+) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let (requests, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for number in 0..connections {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            stream
+                .set_read_timeout(Some(PATIENCE))
+                .expect("set a read timeout");
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).is_ok() {
+                request.push(byte[0]);
+            }
+            let _ = requests.send(request);
+            let _ = stream.write_all(&answer(number));
+        }
+    });
+    (addr, received)
+}
+
+fn ok_response(content_length: usize, body_length: usize) -> Vec<u8> {
+    let mut response =
+        format!("HTTP/1.1 200 OK\r\nServer: test\r\nContent-Length: {content_length}\r\n\r\n")
+            .into_bytes();
+    response.extend(std::iter::repeat_n(b'x', body_length));
+    response
+}
+
+#[test]
+fn http_mode_sends_a_get_per_connection_and_checks_every_response() {
+    let (addr, requests) = web_server(40, |_| ok_response(4096, 4096));
+    let output = bench(
+        addr,
+        &[
+            "--protocol",
+            "http",
+            "page.bin",
+            "-c",
+            "4",
+            "-n",
+            "40",
+            "--expect-size",
+            "4K",
+        ],
+    );
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert!(report.contains(r#""protocol": "http""#), "{report}");
+    assert_eq!(number(&report, "completed"), 40, "{report}");
+    assert_eq!(number(&report, "bytes"), 40 * 4096, "{report}");
+    assert_eq!(errors(&report), "{}");
+    let expected = format!(
+        "GET /page.bin HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        addr.port()
+    );
+    for _ in 0..40 {
+        let request = requests.recv_timeout(PATIENCE).expect("a request");
+        assert_eq!(String::from_utf8_lossy(&request), expected);
+    }
+}
+
+#[test]
+fn broken_http_answers_are_counted_by_kind() {
+    type Answer = fn(usize) -> Vec<u8>;
+    let cases: [(&str, Answer); 7] = [
+        ("http_status_404", |_| {
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found".to_vec()
+        }),
+        ("short_content", |_| ok_response(100, 50)),
+        ("extra_content", |_| ok_response(10, 20)),
+        ("no_content_length", |_| {
+            b"HTTP/1.0 200 OK\r\nServer: test\r\n\r\nbody to the close".to_vec()
+        }),
+        ("protocol", |_| b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()),
+        ("protocol", |_| {
+            b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n".to_vec()
+        }),
+        ("short_response", |_| {
+            b"HTTP/1.1 200 OK\r\nContent-Len".to_vec()
+        }),
+    ];
+    for (kind, answer) in cases {
+        let (addr, _requests) = web_server(5, answer);
+        let output = bench(addr, &["--protocol", "http", "any.bin", "-n", "5"]);
+        let report = json(&output);
+        assert_eq!(output.status.code(), Some(3), "{kind}: {report}");
+        assert_eq!(number(&report, "completed"), 0, "{kind}: {report}");
+        assert_eq!(errors(&report), format!("{{\"{kind}\": 5}}"), "{kind}");
+    }
+}
+
+#[test]
+fn an_http_length_that_is_not_the_expected_size_is_a_mismatch() {
+    let (addr, _requests) = web_server(6, |number| {
+        let size = if number % 2 == 0 { 4096 } else { 4095 };
+        ok_response(size, size)
+    });
+    let output = bench(
+        addr,
+        &[
+            "--protocol",
+            "http",
+            "any.bin",
+            "-n",
+            "6",
+            "--expect-size",
+            "4096",
+        ],
+    );
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(3), "{report}");
+    assert_eq!(number(&report, "completed"), 3, "{report}");
+    assert_eq!(errors(&report), r#"{"size_mismatch": 3}"#);
+}
+
+#[test]
+fn http_paths_that_would_break_the_request_line_are_usage_errors() {
+    let output = command("tcpfile-bench")
+        .args(["127.0.0.1", "1", "--protocol", "http", "a b"])
+        .output()
+        .expect("run tcpfile-bench");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("invalid path"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+/// nginx serving `root` on a free loopback port, from a configuration of its
+/// own in `dir`; stopped when dropped.
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(binary: &Path, dir: &Path, root: &Path) -> Nginx {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let config = format!(
+            "daemon off;\nmaster_process off;\npid {dir}/nginx.pid;\n\
+             error_log {dir}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+             http {{ access_log off; sendfile on; client_body_temp_path {dir}/body;\n\
+             proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;\n\
+             uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
+             server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+            dir = dir.display(),
+            root = root.display(),
+        );
+        std::fs::write(dir.join("nginx.conf"), config).expect("write nginx.conf");
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let nginx = Nginx { child, port };
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx on the PATH or where Debian puts it, if installed.
+fn nginx_binary() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([Path::new("/usr/sbin").to_path_buf()])
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+}
+
+#[test]
+fn http_mode_loads_nginx() {
+    let Some(binary) = nginx_binary() else {
+        skip(
+            "http_mode_loads_nginx",
+            "nginx is not installed (Debian: nginx-light; ci/setup.sh installs it)",
+        );
+        return;
+    };
+    let served = Fixture::new();
+    served.add_random("page.bin", 4096);
+    let state = Fixture::new();
+    let nginx = Nginx::start(&binary, state.path(), served.path());
+    let addr = SocketAddr::from(([127, 0, 0, 1], nginx.port));
+
+    let output = bench(
+        addr,
+        &[
+            "--protocol",
+            "http",
+            "page.bin",
+            "-c",
+            "8",
+            "-n",
+            "200",
+            "--expect-size",
+            "4096",
+        ],
+    );
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_eq!(number(&report, "completed"), 200, "{report}");
+    assert_eq!(number(&report, "bytes"), 200 * 4096, "{report}");
+
+    let missing = bench(addr, &["--protocol", "http", "missing.bin", "-n", "10"]);
+    let report = json(&missing);
+    assert_eq!(missing.status.code(), Some(3), "{report}");
+    assert_eq!(errors(&report), r#"{"http_status_404": 10}"#);
 }

@@ -1,6 +1,7 @@
-//! A load generator that speaks the protocol: it keeps a fixed number of
-//! requests in flight, each on a new connection as the protocol demands, checks
-//! every response, and measures what it got.
+//! A load generator that speaks the protocol, or HTTP/1.0 to measure a web
+//! server the same way: it keeps a fixed number of requests in flight, each
+//! on a new connection as the protocol demands, checks every response, and
+//! measures what it got.
 //!
 //! Each thread runs one edge-triggered epoll loop over its share of the
 //! connections, so the generator costs a handful of system calls per request
@@ -9,7 +10,8 @@
 //! put hundreds of threads on the same two cores as the server, and the
 //! measurement would be of the scheduler.
 
-pub mod histogram;
+pub mod http;
+pub mod latency;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -25,19 +27,60 @@ use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, connect, socket};
 
 use crate::protocol::{
-    ClientReply, FileName, FileRequest, FileResponse, MessageType, PROTOCOL_VERSION, REQUEST_LEN,
-    RESPONSE_LEN, Status,
+    ClientReply, FileName, FileRequest, FileResponse, MessageType, PROTOCOL_VERSION, RESPONSE_LEN,
+    Status,
 };
 
-use histogram::Histogram;
+use http::HttpPath;
+use latency::Latencies;
 pub use report::Report;
+
+/// What the requests ask for, in which protocol. The files or paths are
+/// requested in turn, one per request.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    /// The tcpfile conversation: request, response, reply, content.
+    Tcpfile(Vec<FileName>),
+    /// An HTTP/1.0 GET with this Host header, answered by a 200 with a
+    /// Content-Length and the body.
+    Http { host: String, paths: Vec<HttpPath> },
+}
+
+impl Protocol {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Tcpfile(_) => "tcpfile",
+            Protocol::Http { .. } => "http",
+        }
+    }
+
+    /// The files or paths, as given.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Protocol::Tcpfile(files) => files.iter().map(FileName::as_str).collect(),
+            Protocol::Http { paths, .. } => paths.iter().map(HttpPath::as_str).collect(),
+        }
+    }
+
+    /// The bytes of each request, in turn.
+    fn requests(&self) -> Vec<Vec<u8>> {
+        match self {
+            Protocol::Tcpfile(files) => files
+                .iter()
+                .map(|name| FileRequest::new(name, PROTOCOL_VERSION).encode().to_vec())
+                .collect(),
+            Protocol::Http { host, paths } => {
+                paths.iter().map(|path| http::request(path, host)).collect()
+            }
+        }
+    }
+}
 
 /// What to load, how hard, and for how long at most.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub target: SocketAddr,
-    /// Requested in turn, one per request.
-    pub files: Vec<FileName>,
+    pub protocol: Protocol,
     /// Requests kept in flight at once.
     pub concurrency: usize,
     /// Requests to make; the run ends when all have finished...
@@ -49,8 +92,9 @@ pub struct Config {
     pub timeout: Duration,
     /// Event loops, each with its share of the concurrency.
     pub threads: usize,
-    /// The size every file must have. Without it, the first response for each
-    /// file fixes its size, and every later response must agree.
+    /// The size every file must have (in HTTP, every Content-Length).
+    /// Without it, the first response for each file fixes its size, and
+    /// every later response must agree.
     pub expected_size: Option<u64>,
 }
 
@@ -63,12 +107,19 @@ pub enum Failure {
     Broken,
     /// The whole request took longer than the timeout.
     Timeout,
-    /// The server closed before the 16 bytes of its response.
+    /// The server closed before the 16 bytes of its response, or before the
+    /// end of an HTTP response head.
     ShortResponse,
     /// A well-formed response with a status other than OK.
     Status(u8),
-    /// A response of the wrong message type or protocol version.
+    /// An HTTP response with a status other than 200.
+    HttpStatus(u16),
+    /// A response of the wrong message type or protocol version, or an HTTP
+    /// response head that does not parse.
     Protocol,
+    /// An HTTP 200 response without a Content-Length, whose body cannot be
+    /// checked.
+    NoContentLength,
     /// The announced size differs from the expected one.
     SizeMismatch,
     /// The server closed before sending the announced number of bytes.
@@ -89,7 +140,9 @@ impl Failure {
                 Some(status) => format!("status_{}", status.name()),
                 None => format!("status_{code}"),
             },
+            Failure::HttpStatus(code) => format!("http_status_{code}"),
             Failure::Protocol => "protocol".into(),
+            Failure::NoContentLength => "no_content_length".into(),
             Failure::SizeMismatch => "size_mismatch".into(),
             Failure::ShortContent => "short_content".into(),
             Failure::ExtraContent => "extra_content".into(),
@@ -103,7 +156,7 @@ pub struct Tally {
     pub completed: u64,
     /// Content bytes of the completed requests.
     pub bytes: u64,
-    pub latency: Histogram,
+    pub latency: Latencies,
     pub failures: BTreeMap<Failure, u64>,
     /// Requests still in flight when the time limit ended the run.
     pub abandoned: u64,
@@ -142,10 +195,10 @@ pub fn resolve(addr: &str, port: u16) -> io::Result<SocketAddr> {
 
 /// Runs the load described by `config` and reports what it measured.
 pub fn run(config: &Config) -> io::Result<Report> {
-    if config.files.is_empty() || config.concurrency == 0 {
+    if config.protocol.names().is_empty() || config.concurrency == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "a run needs at least one file and a concurrency of at least 1",
+            "a run needs at least one file or path and a concurrency of at least 1",
         ));
     }
     let threads = config.threads.clamp(1, config.concurrency);
@@ -210,7 +263,7 @@ struct Shared<'a> {
     config: &'a Config,
     address: SockaddrStorage,
     family: AddressFamily,
-    requests: Vec<[u8; REQUEST_LEN]>,
+    requests: Vec<Vec<u8>>,
     sizes: Vec<AtomicU64>,
     issued: AtomicU64,
     deadline: Instant,
@@ -218,8 +271,8 @@ struct Shared<'a> {
 
 impl<'a> Shared<'a> {
     fn new(config: &'a Config) -> Shared<'a> {
-        let sizes = config
-            .files
+        let requests = config.protocol.requests();
+        let sizes = requests
             .iter()
             .map(|_| AtomicU64::new(config.expected_size.unwrap_or(UNKNOWN_SIZE)))
             .collect();
@@ -230,11 +283,7 @@ impl<'a> Shared<'a> {
                 SocketAddr::V4(_) => AddressFamily::Inet,
                 SocketAddr::V6(_) => AddressFamily::Inet6,
             },
-            requests: config
-                .files
-                .iter()
-                .map(|name| FileRequest::new(name, PROTOCOL_VERSION).encode())
-                .collect(),
+            requests,
             sizes,
             issued: AtomicU64::new(0),
             deadline: Instant::now() + config.duration,
@@ -276,6 +325,9 @@ enum Phase {
     },
     Reply {
         size: u64,
+    },
+    HttpHead {
+        head: Vec<u8>,
     },
     Content {
         size: u64,
@@ -329,10 +381,15 @@ impl Connection {
                     match (&self.stream).write(&request[*sent..]) {
                         Ok(n) => {
                             *sent += n;
-                            if *sent == REQUEST_LEN {
-                                self.phase = Phase::Response {
-                                    header: [0; RESPONSE_LEN],
-                                    got: 0,
+                            if *sent == request.len() {
+                                self.phase = match shared.config.protocol {
+                                    Protocol::Tcpfile(_) => Phase::Response {
+                                        header: [0; RESPONSE_LEN],
+                                        got: 0,
+                                    },
+                                    Protocol::Http { .. } => Phase::HttpHead {
+                                        head: Vec::with_capacity(HEAD_CAPACITY),
+                                    },
                                 };
                                 // The response can only come after the
                                 // request, so its arrival is a new edge:
@@ -371,6 +428,19 @@ impl Connection {
                         Err(error) => Err((error, false)),
                     }
                 }
+                Phase::HttpHead { head } => match (&self.stream).read(scratch) {
+                    Ok(0) => return Progress::Failed(Failure::ShortResponse),
+                    Ok(n) => {
+                        head.extend_from_slice(&scratch[..n]);
+                        match judge_http(shared, self.file, head) {
+                            Ok(None) => {}
+                            Ok(Some(phase)) => self.phase = phase,
+                            Err(failure) => return Progress::Failed(failure),
+                        }
+                        Ok(())
+                    }
+                    Err(error) => Err((error, false)),
+                },
                 // Reading past the announced size, so that extra bytes and the
                 // closing FIN are both seen.
                 Phase::Content { size, received } => match (&self.stream).read(scratch) {
@@ -413,6 +483,29 @@ fn judge(shared: &Shared, file: usize, response: &FileResponse) -> Result<u64, F
     Ok(response.file_size)
 }
 
+/// Checks an HTTP response head read so far: `None` while it is incomplete,
+/// or the content phase, counting the body bytes that came with the head.
+fn judge_http(shared: &Shared, file: usize, head: &[u8]) -> Result<Option<Phase>, Failure> {
+    let parsed = match http::parse_head(head) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) if head.len() > http::HEAD_LIMIT => return Err(Failure::Protocol),
+        Ok(None) => return Ok(None),
+        Err(http::Malformed) => return Err(Failure::Protocol),
+    };
+    if parsed.status != 200 {
+        return Err(Failure::HttpStatus(parsed.status));
+    }
+    let size = parsed.content_length.ok_or(Failure::NoContentLength)?;
+    if !shared.size_agrees(file, size) {
+        return Err(Failure::SizeMismatch);
+    }
+    let received = (head.len() - parsed.len) as u64;
+    if received > size {
+        return Err(Failure::ExtraContent);
+    }
+    Ok(Some(Phase::Content { size, received }))
+}
+
 /// A socket error while sending the first bytes of the request is the
 /// connect's failure; any later one broke an established connection.
 fn failure_of(error: &io::Error, before_first_byte: bool) -> Failure {
@@ -440,6 +533,8 @@ const SCAN_INTERVAL_MS: u16 = 50;
 const SCAN_INTERVAL: Duration = Duration::from_millis(SCAN_INTERVAL_MS as u64);
 /// Big enough that a bulk transfer takes few reads.
 const SCRATCH_LEN: usize = 256 * 1024;
+/// Room for a web server's usual response head and a small body.
+const HEAD_CAPACITY: usize = 1024;
 
 /// One thread's connections. A connection lives in a slot; the epoll data
 /// carries the slot and its generation, so that an event still queued for a

@@ -50,9 +50,10 @@ impl Report {
         let micros = |duration: Duration| format!("{:.1}", duration.as_secs_f64() * 1e6);
         let files: Vec<String> = self
             .config
-            .files
-            .iter()
-            .map(|name| json_string(name.as_str()))
+            .protocol
+            .names()
+            .into_iter()
+            .map(json_string)
             .collect();
         let failures: Vec<String> = self
             .tally
@@ -68,6 +69,7 @@ impl Report {
             let _ = write!(json, "{}: {value}", json_string(name));
         };
         field("target", json_string(&self.config.target.to_string()));
+        field("protocol", json_string(self.config.protocol.name()));
         field("files", format!("[{}]", files.join(", ")));
         field("concurrency", self.config.concurrency.to_string());
         field("threads", self.config.threads.to_string());
@@ -157,12 +159,12 @@ impl fmt::Display for Report {
         let config = &self.config;
         let tally = &self.tally;
         let latency = &tally.latency;
-        let names: Vec<&str> = config.files.iter().map(|name| name.as_str()).collect();
         writeln!(
             f,
-            "target       {} ({}), concurrency {} on {} thread{}, at most {} requests or {:.1} s",
+            "target       {} ({}: {}), concurrency {} on {} thread{}, at most {} requests or {:.1} s",
             config.target,
-            names.join(", "),
+            config.protocol.name(),
+            config.protocol.names().join(", "),
             config.concurrency,
             config.threads,
             if config.threads == 1 { "" } else { "s" },
@@ -234,10 +236,17 @@ pub fn listen_drops() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::Failure;
+    use crate::bench::http::HttpPath;
+    use crate::bench::{Failure, Protocol};
     use crate::protocol::FileName;
 
     fn report() -> Report {
+        report_of(Protocol::Tcpfile(vec![
+            FileName::parse(b"a \"b\".bin").expect("valid name"),
+        ]))
+    }
+
+    fn report_of(protocol: Protocol) -> Report {
         let mut tally = Tally::default();
         for _ in 0..4 {
             tally.completed += 1;
@@ -249,7 +258,7 @@ mod tests {
         Report {
             config: Config {
                 target: "127.0.0.1:4000".parse().expect("literal address"),
-                files: vec![FileName::parse(b"a \"b\".bin").expect("valid name")],
+                protocol,
                 concurrency: 2,
                 requests: 7,
                 duration: Duration::from_secs(5),
@@ -267,7 +276,10 @@ mod tests {
     #[test]
     fn json_report_has_rates_latency_and_errors_by_kind() {
         let json = report().to_json();
-        assert!(json.contains(r#""files": ["a \"b\".bin"]"#), "{json}");
+        assert!(
+            json.contains(r#""protocol": "tcpfile", "files": ["a \"b\".bin"]"#),
+            "{json}"
+        );
         assert!(json.contains(r#""completed": 4, "failed": 3"#), "{json}");
         assert!(
             json.contains(r#""errors": {"status_FILE_NOT_FOUND": 2, "short_content": 1}"#),
@@ -275,7 +287,8 @@ mod tests {
         );
         assert!(json.contains(r#""requests_per_second": 8.0"#), "{json}");
         assert!(json.contains(r#""megabytes_per_second": 0.033"#), "{json}");
-        assert!(json.contains(r#""p99": 250.0"#), "{json}");
+        // 250 µs rounded up to the histogram's 128 ns resolution there.
+        assert!(json.contains(r#""p99": 250.1"#), "{json}");
         assert!(
             json.contains(r#""client_cpu_us_per_request": 1000.0"#),
             "{json}"
@@ -292,6 +305,25 @@ mod tests {
         );
         assert!(text.contains("8 requests/s"), "{text}");
         assert!(text.contains("p99 250 µs"), "{text}");
+    }
+
+    #[test]
+    fn an_http_report_names_its_protocol_and_paths() {
+        let protocol = Protocol::Http {
+            host: "127.0.0.1:4000".into(),
+            paths: vec![HttpPath::parse(b"small.bin").expect("valid path")],
+        };
+        let report = report_of(protocol);
+        let json = report.to_json();
+        assert!(
+            json.contains(r#""protocol": "http", "files": ["/small.bin"]"#),
+            "{json}"
+        );
+        let text = report.to_string();
+        assert!(
+            text.starts_with("target       127.0.0.1:4000 (http: /small.bin), "),
+            "{text}"
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use tcpfile::bench::{self, Config};
+use clap::{Parser, ValueEnum};
+use tcpfile::bench::http::{self, HttpPath};
+use tcpfile::bench::{self, Config, Protocol};
 use tcpfile::cli::{VERSION, parse_or_exit, parse_timeout};
 use tcpfile::client::parse_size;
 use tcpfile::protocol::FileName;
@@ -20,6 +21,10 @@ const REQUESTS_FAILED: u8 = 3;
 /// connection, check every response's status and byte count, and report
 /// requests/s, MB/s, latency percentiles and errors by kind.
 ///
+/// With `--protocol http` it loads a web server the same way: an HTTP/1.0
+/// GET per connection, read to the server's close; the status must be 200
+/// and the body as long as the Content-Length.
+///
 /// Exit status: 0 when every response was as expected, 1 when the run could
 /// not be made, 2 for a usage error, 3 when some requests failed.
 #[derive(Parser)]
@@ -30,9 +35,12 @@ struct Cli {
     /// Server port
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
-    /// Files to request, in turn
+    /// Files to request, in turn (URL paths with --protocol http)
     #[arg(required = true)]
     filenames: Vec<OsString>,
+    /// The protocol the requests speak
+    #[arg(long, value_enum, default_value_t = ProtocolName::Tcpfile)]
+    protocol: ProtocolName,
     /// Requests in flight at once
     #[arg(short, long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -52,7 +60,8 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: u32,
     /// Size every file must have, in bytes (K, M and G suffixes are powers of
-    /// 1024); without it, the first response for a file sets its size
+    /// 1024), in HTTP its Content-Length; without it, the first response for
+    /// a file sets its size
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     expect_size: Option<u64>,
     /// Print the report as one JSON object
@@ -60,21 +69,54 @@ struct Cli {
     json: bool,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtocolName {
+    Tcpfile,
+    Http,
+}
+
+/// The requests the command line asks for, or the message for a name that
+/// cannot be requested.
+fn protocol_of(cli: &Cli) -> Result<Protocol, String> {
+    let names = cli.filenames.iter().map(|name| name.as_bytes());
+    match cli.protocol {
+        ProtocolName::Tcpfile => names
+            .map(|name| {
+                FileName::parse(name).map_err(|error| {
+                    format!(
+                        "invalid file name {:?}: {error}",
+                        String::from_utf8_lossy(name)
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Protocol::Tcpfile),
+        ProtocolName::Http => names
+            .map(|name| {
+                HttpPath::parse(name).map_err(|error| {
+                    format!("invalid path {:?}: {error}", String::from_utf8_lossy(name))
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(|paths| Protocol::Http {
+                host: http::host_header(&cli.addr, cli.port),
+                paths,
+            }),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match parse_or_exit::<Cli>(USAGE) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let mut files = Vec::with_capacity(cli.filenames.len());
-    for name in &cli.filenames {
-        match FileName::parse(name.as_bytes()) {
-            Ok(name) => files.push(name),
-            Err(error) => {
-                eprintln!("error: invalid file name {name:?}: {error}");
-                return ExitCode::from(USAGE);
-            }
+    let protocol = match protocol_of(&cli) {
+        Ok(protocol) => protocol,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(USAGE);
         }
-    }
+    };
     let target = match bench::resolve(&cli.addr, cli.port) {
         Ok(target) => target,
         Err(error) => {
@@ -84,7 +126,7 @@ fn main() -> ExitCode {
     };
     let config = Config {
         target,
-        files,
+        protocol,
         concurrency: cli.concurrency as usize,
         requests: cli.requests,
         duration: cli.duration,
