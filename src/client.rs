@@ -83,7 +83,8 @@ pub struct Request {
     pub output: PathBuf,
     /// Bounds connecting and every read.
     pub timeout: Duration,
-    /// How long to keep retrying a connection the server refuses.
+    /// How long to keep retrying while the server's name does not resolve
+    /// or the server refuses or does not answer.
     pub wait: Option<Duration>,
     pub protocol_version: u8,
     pub progress: Progress,

@@ -430,6 +430,59 @@ fn wait_retries_until_the_server_answers() {
     );
 }
 
+/// A name that does not resolve yet, such as a Swarm service's until its
+/// first replica is healthy, is looked up again for the whole `--wait`; then
+/// the client gives up with exit 2 and says that the name did not resolve.
+/// `.invalid` never resolves (RFC 6761).
+#[test]
+fn wait_retries_a_name_that_does_not_resolve() {
+    const NAME: &str = "tcpfile-no-such-host.invalid";
+    let out = tempfile::tempdir().expect("temp dir");
+    let fetch = |wait: &str| {
+        let started = Instant::now();
+        let output = command("tcpfile-client")
+            .args([NAME, "7070", "file.bin", "1M", "--wait", wait, "-o"])
+            .arg(out.path().join("file.bin"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the client");
+        (output, started.elapsed())
+    };
+    let unresolved = format!("cannot resolve {NAME}");
+
+    // One lookup and no retry: how long this machine's resolver takes to
+    // say no, which the retries below may overrun by.
+    let (once, lookup) = fetch("0");
+    if once.status.code() != Some(2) || !stderr_of(&once).contains(&unresolved) {
+        skip(
+            "wait_retries_a_name_that_does_not_resolve",
+            &format!(
+                "the resolver here does not reject {NAME}: {}",
+                stderr_of(&once).trim()
+            ),
+        );
+        return;
+    }
+
+    let wait = Duration::from_secs(2);
+    let (output, took) = fetch("2");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("does not answer yet ({unresolved}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot connect to {NAME}:7070: {unresolved}"
+        )),
+        "{stderr}"
+    );
+    let (_, slack) = timeout_and_slack();
+    assert_took("giving up on a name", took, wait, lookup + slack);
+    assert_no_file(out.path());
+}
+
 #[test]
 fn probe_checks_the_protocol_without_writing() {
     let fixture = Fixture::new();

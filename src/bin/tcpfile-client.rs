@@ -31,7 +31,8 @@ struct Cli {
     /// Seconds allowed for connecting and for every read
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
     timeout: Duration,
-    /// Keep retrying for up to SECS while the server does not answer yet
+    /// Keep retrying for up to SECS while the server's name does not resolve
+    /// or the server does not answer yet
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     wait: Option<Duration>,
     /// Only check that the server answers the protocol (for health checks):
