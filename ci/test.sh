@@ -27,6 +27,7 @@ STAGES=(
     "net-faults|drops, a slow link and a partition, in namespaces and in the compose lab|env TCPFILE_BIN_DIR=dist/amd64 ci/net-faults.sh"
     "compose|the compose lab, every model, compose v2|env TCPFILE_COMPOSE=v2 ci/compose-e2e.sh"
     "compose-v1|the compose lab, one model, compose v1|env TCPFILE_COMPOSE=v1 ci/compose-e2e.sh evented"
+    "swarm|the lab as a Swarm stack, single-node swarm|ci/swarm-e2e.sh"
     "registry|multi-arch images through a local registry, the lab on arm64 and armv7|registry_and_arm_lab"
     "make-up|make up as a user in the docker group|ci/make-up-unprivileged.sh"
     "vm-checks|the VM lab's files, checked in containers|ci/vm-checks.sh"
