@@ -4,7 +4,7 @@
 #   - a client started before any replica is healthy retries the service's
 #     name until it resolves (--wait), then fetches;
 #   - 3 replicas serve a crowd of 24 client containers on the overlay network,
-#     byte-exact, and the service logs show every replica serving some;
+#     byte-exact, and the replicas' logs show every replica serving some;
 #   - a replica's container killed with SIGKILL mid-transfer is replaced by
 #     Swarm; the clients it was serving end with exit 5 and keep no file, the
 #     others finish byte-exact, and clients started afterwards succeed;
@@ -61,6 +61,10 @@ CLIENTS_LIMIT=120
 UPDATE_LIMIT=180
 RM_LIMIT=90
 COMMAND_LIMIT=120
+# A container's log, read whole: a few seconds at most. (`docker service
+# logs` is not used: it may hang for good, docker/cli#4678; on one node the
+# replicas' own logs say the same.)
+LOGS_LIMIT=20
 
 step() { printf '\n== %s (at %d s)\n' "$*" "$((SECONDS - started))"; }
 say() { echo "  $*"; }
@@ -99,6 +103,21 @@ made_gwbridge=false
 deployed=false
 client_containers=()
 
+# logs OPTION... CONTAINER: its output and errors, in one stream; a log that
+# cannot be read in time is said so on stderr and read as far as it came.
+logs() {
+    local status=0
+    timeout "$LOGS_LIMIT" docker logs "$@" 2>&1 || status=$?
+    [ "$status" -eq 0 ] || echo "  (docker logs $*: exit $status)" >&2
+}
+
+# The service's containers, running or not: on one node, all its tasks'.
+service_containers() {
+    docker ps -a -q --filter "label=com.docker.swarm.service.name=$SERVICE"
+}
+
+task_of() { docker inspect -f '{{index .Config.Labels "com.docker.swarm.task.name"}}' "$1"; }
+
 # wait_until SECONDS COMMAND...: until COMMAND succeeds, for at most SECONDS.
 wait_until() {
     local deadline=$((SECONDS + $1))
@@ -124,13 +143,16 @@ stack_leftovers() {
 no_stack_leftovers() { [ -z "$(stack_leftovers)" ]; }
 
 on_exit() {
-    local status=$?
+    local status=$? container
     trap - ERR
     set +e
     if [ "$status" -ne 0 ] && $deployed; then
         echo "--- state at the failure" >&2
         docker service ps --no-trunc "$SERVICE" >&2
-        docker service logs --no-trunc --tail 20 "$SERVICE" 2>&1 | grep -v ' 127\.0\.0\.1:' >&2
+        for container in $(service_containers); do
+            echo "--- $(task_of "$container"), the end of its log" >&2
+            logs --tail 40 "$container" | grep -v ' 127\.0\.0\.1:' | tail -n 8 >&2
+        done
     fi
     if [ "${#client_containers[@]}" -gt 0 ]; then
         docker rm -f "${client_containers[@]}" >/dev/null 2>&1
@@ -313,18 +335,21 @@ exit_code() { docker inspect -f '{{.State.ExitCode}}' "$RUN-$1"; }
 check_fetched() {
     local name=$1 code path file
     code=$(exit_code "$name")
-    [ "$code" = 0 ] || fail "$name exited with $code: $(docker logs "$RUN-$name" 2>&1 | tail -n 2)"
+    [ "$code" = 0 ] || fail "$name exited with $code: $(logs "$RUN-$name" | tail -n 2)"
     path=$(compgen -G "$downloads/$name-*") || fail "$name saved nothing"
     file=${path#"$downloads/$name-"}
     [ "$(sha256sum < "$path" | cut -d' ' -f1)" = "${SUM_OF[$file]}" ] || fail "$name: $file is not byte-exact"
 }
 
 # Per task of the service, the transfers it completed since $1 for clients
-# other than its own health check: "TASK COUNT" lines.
+# other than its own health check: "TASK COUNT" lines, for tasks that served.
 served_per_task() {
-    docker service logs --no-trunc --since "$1" "$SERVICE" 2>&1 |
-        awk '/: transfer complete: / && !/ 127\.0\.0\.1:/ { split($1, task, "@"); count[task[1]]++ }
-             END { for (t in count) print t, count[t] }' | sort
+    local container
+    for container in $(service_containers); do
+        logs --since "$1" "$container" |
+            awk -v task="$(task_of "$container")" '/: transfer complete: / && !/ 127\.0\.0\.1:/ { n++ }
+                 END { if (n) print task, n }'
+    done | sort
 }
 
 served_total() {
@@ -336,7 +361,7 @@ served_at_least() { [ "$(served_total "$1")" -ge "$2" ]; }
 # The connections of a replica container since $2 that are past the reply
 # and not closed yet, by address: its transfers in flight.
 in_flight() {
-    docker logs --since "$2" "$1" 2>&1 |
+    logs --since "$2" "$1" |
         awk '/: client is ready to receive$/ && !/ 127\.0\.0\.1:/ { sub(/:$/, "", $5); open[$5] = 1 }
              /closed connection from / { delete open[$NF] }
              END { n = 0; for (a in open) n++; print n }'
@@ -345,7 +370,7 @@ in_flight() {
 ready_total() {
     local since=$1 container total=0 count
     for container in $(docker ps -q --filter "label=com.docker.swarm.service.name=$SERVICE"); do
-        count=$(docker logs --since "$since" "$container" 2>&1 | grep ': client is ready to receive$' | grep -cv ' 127\.0\.0\.1:' || true)
+        count=$(logs --since "$since" "$container" | grep ': client is ready to receive$' | grep -cv ' 127\.0\.0\.1:' || true)
         total=$((total + count))
     done
     echo "$total"
@@ -381,9 +406,9 @@ deploy 0
 deployed=true
 say "stack $STACK: service $SERVICE on the overlay network $NETWORK"
 client early --wait 60 -o /downloads/early-hello.txt server 7070 hello.txt 1M
-name_missing() { docker logs "$RUN-early" 2>&1 | grep -q 'does not answer yet (cannot resolve server'; }
-wait_until 30 name_missing || fail "the early client did not report an unresolvable name: $(docker logs "$RUN-early" 2>&1)"
-say "early client: $(docker logs "$RUN-early" 2>&1 | grep 'does not answer yet')"
+name_missing() { logs "$RUN-early" | grep -q 'does not answer yet (cannot resolve server'; }
+wait_until 30 name_missing || fail "the early client did not report an unresolvable name: $(logs "$RUN-early")"
+say "early client: $(logs "$RUN-early" | grep 'does not answer yet')"
 deploy_started=$(now_ms)
 deploy "$REPLICAS"
 wait_until "$CONVERGE_LIMIT" converged || fail "the service has not $REPLICAS healthy replicas after ${CONVERGE_LIMIT}s"
@@ -403,7 +428,7 @@ for ((i = 1; i <= CROWD; i++)); do
 done
 say "every client exited 0 and every file is byte-exact"
 wait_until 20 served_at_least "$since" "$CROWD" ||
-    fail "the service logs show $(served_total "$since") of $CROWD transfers: $(served_per_task "$since")"
+    fail "the replicas' logs show $(served_total "$since") of $CROWD transfers: $(served_per_task "$since")"
 per_task=$(served_per_task "$since")
 awk '{ print "  " $1 " served " $2 }' <<< "$per_task"
 [ "$(wc -l <<< "$per_task")" -eq "$REPLICAS" ] || fail "not every replica served: $per_task"
@@ -444,10 +469,10 @@ for ((i = 1; i <= KILL_CLIENTS; i++)); do
         5)
             broken=$((broken + 1))
             gave_up=$(($(engine_ms "$(docker inspect -f '{{.State.FinishedAt}}' "$RUN-kill-$i")") - killed))
-            say "kill-$i: exit 5 after $(seconds "$gave_up") s: $(docker logs "$RUN-kill-$i" 2>&1 | grep '^error:')"
+            say "kill-$i: exit 5 after $(seconds "$gave_up") s: $(logs "$RUN-kill-$i" | grep '^error:')"
             ! compgen -G "$downloads/kill-$i-*" >/dev/null || fail "kill-$i kept $(compgen -G "$downloads/kill-$i-*")"
             ;;
-        *) fail "kill-$i exited with $code: $(docker logs "$RUN-kill-$i" 2>&1 | tail -n 2)" ;;
+        *) fail "kill-$i exited with $code: $(logs "$RUN-kill-$i" | tail -n 2)" ;;
     esac
 done
 [ "$broken" -eq "$cut" ] || fail "$broken clients ended with exit 5, but $cut transfers ran on the killed replica"
@@ -524,7 +549,7 @@ say "all $REPLICAS replicas replaced ($order, one at a time) in $(seconds "$upda
 [ "$most" -gt "$REPLICAS" ] || fail "start-first never ran a new replica beside the old ones"
 fetches=0 failures=0
 for ((w = 1; w <= LOOP_WORKERS; w++)); do
-    [ -f "$loop/result-$w" ] || fail "loop worker $w left no result: $(docker logs "$RUN-loop" 2>&1 | tail -n 3)"
+    [ -f "$loop/result-$w" ] || fail "loop worker $w left no result: $(logs "$RUN-loop" | tail -n 3)"
     read -r ok failed < "$loop/result-$w"
     fetches=$((fetches + ok + failed))
     failures=$((failures + failed))
