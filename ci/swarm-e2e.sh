@@ -234,7 +234,7 @@ arch=$(docker version -f '{{.Server.Arch}}')
 declare -A TARGET_OF=([amd64]=x86_64-unknown-linux-musl [arm64]=aarch64-unknown-linux-musl)
 [ -f "dist/$arch/SHA256SUMS" ] || ci/build-static.sh "${TARGET_OF[$arch]}"
 ci/debian-base-image.sh
-docker/build-images.sh
+docker/build-images.sh --scratch-only
 # Images built here get this run's own tag, so that another lab rebuilding
 # them (their latest tag) changes nothing under the stack; the tag goes at
 # the end.
