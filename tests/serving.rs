@@ -942,10 +942,11 @@ fn health_probes_and_a_normal_stop_log_no_warning(model: Model) {
             .log_text()
             .contains("healthcheck: No such file or directory")
     );
-    assert_eq!(
-        alarms(&server),
-        Vec::<String>::new(),
-        "{}",
-        server.log_text()
-    );
+    // Without openat2 (qemu user mode) the server warns once at start: that
+    // is about the machine, not about probes or stops.
+    let unexpected: Vec<String> = alarms(&server)
+        .into_iter()
+        .filter(|line| !line.contains("openat2 is not available"))
+        .collect();
+    assert_eq!(unexpected, Vec::<String>::new(), "{}", server.log_text());
 }
