@@ -399,8 +399,8 @@ def markdown(res, target_rows, notes, chart_name):
            f"- Run as `{meta['invocation']}`", ""]
 
     md += ["## Targets", "",
-           "The targets of the evented model read n/a until it is built. A missed target says by "
-           "how much; the notes below say what a profile showed.", "",
+           "A target that could not be measured in this run reads n/a, with the reason. A missed "
+           "target says by how much; the notes below say what a profile showed.", "",
            "| target | measured | |", "|---|---|---|"]
     for name, measured, met, note in target_rows:
         md.append(f"| {name} | {measured} | {verdict(met)}{': ' + note if note else ''} |")
