@@ -417,8 +417,11 @@ fn out_of_descriptors_sheds_a_burst_without_spinning(model: Model) {
     let wall = started.elapsed().as_secs_f64();
     let cpu = acceptors.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>() - cpu_before;
     // A loop around a failing accept would take all the CPU it is given.
+    // Shedding the burst itself costs more under an emulator, where every
+    // system call and log line is translated.
+    let share = if under_emulation() { 4.0 } else { 10.0 };
     assert!(
-        cpu < wall / 10.0,
+        cpu < wall / share,
         "{cpu:.2} s of CPU in {wall:.2} s out of descriptors"
     );
     assert!(
